@@ -1,0 +1,81 @@
+# Everything a new user needs: `make run` (try it locally) and `make test` (the whole suite).
+# Targets install what is missing themselves; re-running them is cheap.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3 python3.12 python3.11; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	  && { command -v $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+BENCH_VENV := bench/.venv
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt
+
+.PHONY: run test bench setup lint system-deps clean help
+help:
+	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
+	@echo "make test   - install what is missing, then run every test"
+	@echo "make bench  - run the benchmarks and print a table (QUICK=1 for a short run)"
+	@echo "make setup  - developer tools incl. the AWS CDK CLI (then: npx cdk deploy)"
+	@echo "make lint   - ruff + mypy --strict"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime-installed: $(BIN)/python $(RUNTIME_REQS)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required (Node 20+): apt-get install nodejs npm"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck. Installed when
+# running as root (CI, a fresh VM); otherwise the tests that need them say so loudly.
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "!!! could not install$$missing: the tests that need them will report it"; \
+	  else echo "!!! missing$$missing (not root): the tests that need them will report it"; fi; \
+	fi
+
+run: $(VENV)/.runtime-installed
+	@test -f .env || echo "No .env found: starting with defaults (copy .env.example to .env to add credentials)."
+	$(BIN)/python -m all_in_one
+
+test: $(VENV)/.dev-installed node_modules/.installed system-deps
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+setup: $(VENV)/.dev-installed node_modules/.installed
+	@echo "Ready. Deploy to AWS with: npx cdk deploy (see README, 'Deploy to AWS')."
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict call_state media_node/audio.py media_node/twilio_stream.py media_node/gemini_session.py media_node/playback.py
+
+$(BENCH_VENV)/.installed: $(BIN)/python $(RUNTIME_REQS) bench/requirements-bench.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -r requirements.txt -r bench/requirements-bench.txt
+	@touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/run.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""What both planes share: the call record, its status rules, the store, stream tokens, settings."""

@@ -1,0 +1,82 @@
+"""`AsyncCallStore`: the CallStore methods as coroutines, run on one worker thread.
+
+The stores are synchronous (sqlite3, boto3). Running them on a dedicated single-thread executor keeps the event
+loop free and keeps one call's writes in the order they were made (a shared default pool would not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.status_rules import StatusUpdate
+from call_state.store import CallPage, CallStore, IdempotencyClaim
+
+T = TypeVar("T")
+
+
+class AsyncCallStore:
+    def __init__(self, store: CallStore, workers: int = 1) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="call-store")
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def create_call(self, record: CallRecord) -> None:
+        await self._run(self.store.create_call, record)
+
+    async def get_call(self, call_id: str, now: float) -> CallRecord | None:
+        return await self._run(self.store.get_call, call_id, now)
+
+    async def list_calls(self, now: float, limit: int = 20, cursor: str | None = None) -> CallPage:
+        return await self._run(self.store.list_calls, now, limit, cursor)
+
+    async def apply_status(self, call_id: str, event: StatusEvent, now: float) -> StatusUpdate:
+        return await self._run(self.store.apply_status, call_id, event, now)
+
+    async def update_call(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        call_sid: str | None = None,
+        stream_sid: str | None = None,
+        error: str | None = None,
+        figures: CallFigures | None = None,
+    ) -> None:
+        await self._run(
+            self.store.update_call,
+            call_id,
+            now,
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            error=error,
+            figures=figures,
+        )
+
+    async def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
+        await self._run(self.store.add_turn, call_id, turn)
+
+    async def add_stream_event(self, call_id: str, event: StreamEvent) -> None:
+        await self._run(self.store.add_stream_event, call_id, event)
+
+    async def claim_idempotency_key(
+        self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
+    ) -> IdempotencyClaim:
+        return await self._run(self.store.claim_idempotency_key, key, body_hash, call_id, now, ttl_seconds)
+
+    async def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
+        await self._run(self.store.complete_idempotency_key, key, response)
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._run(self.store.release_idempotency_key, key)
+
+    async def close(self) -> None:
+        await self._run(self.store.close)
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,318 @@
+"""The DynamoDB call store: one table, one partition per call.
+
+Items under `pk = CALL#<id>`: `sk = META` (the record head, status, version), `STATUS#<status>` (each status
+event once), `TURN#<index>` (one per transcript turn) and `STREAM#<time>#<event>`; so no item grows with call
+length (400 KB item limit). Idempotency keys live under `pk = IDEM#<key>`. A GSI `by_created`
+(`gsi1pk = CALLS`, `gsi1sk = <created_at>#<id>`) lists calls newest first. Every item carries `expires_at`
+(TTL); reads filter on it because TTL deletion is lazy. Writes are conditional: create-once, one item per
+status, optimistic `version` on META so concurrent callbacks never lose an update.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from call_state.record import CallFigures, CallRecord, CallStatus, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.status_rules import StatusUpdate, apply_status, history_order
+from call_state.store import MAX_PAGE_SIZE, CallExists, CallNotFound, CallPage, CallStore, IdempotencyClaim
+from call_state.store_codec import decode_cursor, encode_cursor, record_from_parts, record_head
+
+GSI_NAME = "by_created"
+LIST_PARTITION = "CALLS"
+MAX_RETRIES = 8
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """CreateTable arguments; infra/ provisions the same keys."""
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")
+        ],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": GSI_NAME,
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    }
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _sort_key(created_at: float, call_id: str) -> str:
+    return f"{created_at:020.6f}#{call_id}"
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class DynamoCallStore(CallStore):
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._db = client
+        self.table = table_name
+
+    @classmethod
+    def from_table_name(
+        cls, table_name: str, *, endpoint_url: str | None = None, region: str | None = None
+    ) -> DynamoCallStore:
+        import boto3  # lazy: the SQLite path never pays for it
+
+        client = boto3.client("dynamodb", endpoint_url=endpoint_url or None, region_name=region or None)
+        return cls(client, table_name)
+
+    def create_table(self) -> None:
+        """For local use and tests; on AWS the CDK app owns the table."""
+        self._db.create_table(**table_definition(self.table))
+
+    def _key(self, call_id: str, sk: str) -> dict[str, Any]:
+        return {"pk": _s(f"CALL#{call_id}"), "sk": _s(sk)}
+
+    def _child(self, call_id: str, sk: str, field: str, body: dict[str, Any], expires_at: int) -> dict[str, Any]:
+        return {**self._key(call_id, sk), field: _s(json.dumps(body)), "expires_at": _n(expires_at)}
+
+    def create_call(self, record: CallRecord) -> None:
+        meta = {
+            **self._key(record.call_id, "META"),
+            "head": _s(json.dumps(record_head(record))),
+            "status": _s(record.status.value),
+            "version": _n(0),
+            "created_at": _n(record.created_at),
+            "expires_at": _n(record.expires_at),
+            "gsi1pk": _s(LIST_PARTITION),
+            "gsi1sk": _s(_sort_key(record.created_at, record.call_id)),
+        }
+        items: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table, "Item": meta, "ConditionExpression": "attribute_not_exists(pk)"}}
+        ]
+        for event in record.status_history:
+            item = self._child(record.call_id, f"STATUS#{event.status.value}", "event", event.to_dict(), record.expires_at)
+            items.append({"Put": {"TableName": self.table, "Item": item}})
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except Exception as exc:
+            if _error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                raise CallExists(record.call_id) from exc
+            raise
+
+    def _meta(self, call_id: str, now: float) -> dict[str, Any] | None:
+        item = self._db.get_item(TableName=self.table, Key=self._key(call_id, "META"), ConsistentRead=True).get("Item")
+        if item is None or float(item["expires_at"]["N"]) <= now:
+            return None
+        return dict(item)
+
+    def _items(self, call_id: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": _s(f"CALL#{call_id}"), ":p": _s(prefix)},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _history(self, call_id: str) -> tuple[StatusEvent, ...]:
+        events = [StatusEvent.from_dict(json.loads(i["event"]["S"])) for i in self._items(call_id, "STATUS#")]
+        return tuple(sorted(events, key=history_order))
+
+    @staticmethod
+    def _head_of(meta: dict[str, Any]) -> dict[str, Any]:
+        head: dict[str, Any] = json.loads(meta["head"]["S"])
+        head["status"] = meta["status"]["S"]
+        return head
+
+    def get_call(self, call_id: str, now: float) -> CallRecord | None:
+        meta = self._meta(call_id, now)
+        if meta is None:
+            return None
+        turns = [TranscriptTurn.from_dict(json.loads(i["turn"]["S"])) for i in self._items(call_id, "TURN#")]
+        streams = [StreamEvent.from_dict(json.loads(i["event"]["S"])) for i in self._items(call_id, "STREAM#")]
+        return record_from_parts(self._head_of(meta), list(self._history(call_id)), turns, streams)
+
+    def list_calls(self, now: float, limit: int = 20, cursor: str | None = None) -> CallPage:
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": GSI_NAME,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "FilterExpression": "expires_at > :now",
+            "ExpressionAttributeValues": {":p": _s(LIST_PARTITION), ":now": _n(now)},
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if cursor:
+            created_at, call_id = decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = {
+                **self._key(call_id, "META"),
+                "gsi1pk": _s(LIST_PARTITION),
+                "gsi1sk": _s(_sort_key(created_at, call_id)),
+            }
+        found: list[dict[str, Any]] = []
+        while len(found) <= limit:  # the filter runs after Limit, so a page can come back short
+            page = self._db.query(**kwargs)
+            found.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        calls = [record_from_parts(self._head_of(i), [], [], []) for i in found[:limit]]
+        more = len(found) > limit
+        return CallPage(calls, encode_cursor(calls[-1].created_at, calls[-1].call_id) if more and calls else None)
+
+    def apply_status(self, call_id: str, event: StatusEvent, now: float) -> StatusUpdate:
+        for _ in range(MAX_RETRIES):
+            meta = self._meta(call_id, now)
+            if meta is None:
+                raise CallNotFound(call_id)
+            update = apply_status(CallStatus(meta["status"]["S"]), self._history(call_id), event)
+            if not update.history_changed:
+                return update
+            expires_at = int(meta["expires_at"]["N"])
+            status_item = self._child(call_id, f"STATUS#{event.status.value}", "event", event.to_dict(), expires_at)
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": status_item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": self._key(call_id, "META"),
+                                "UpdateExpression": "SET #s = :s, #v = #v + :one",
+                                "ConditionExpression": "#v = :v",
+                                "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
+                                "ExpressionAttributeValues": {
+                                    ":s": _s(update.status.value),
+                                    ":v": meta["version"],
+                                    ":one": _n(1),
+                                },
+                            }
+                        },
+                    ]
+                )
+                return update
+            except Exception as exc:
+                if _error_code(exc) != "TransactionCanceledException":
+                    raise
+        raise RuntimeError(f"status update for {call_id} kept conflicting")
+
+    def update_call(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        call_sid: str | None = None,
+        stream_sid: str | None = None,
+        error: str | None = None,
+        figures: CallFigures | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        for name, value in (("call_sid", call_sid), ("stream_sid", stream_sid), ("error", error)):
+            if value is not None:
+                changes[name] = value
+        if figures is not None:
+            changes["figures"] = figures.to_dict()
+        for _ in range(MAX_RETRIES):
+            meta = self._meta(call_id, now)
+            if meta is None:
+                raise CallNotFound(call_id)
+            head = {**json.loads(meta["head"]["S"]), **changes}
+            try:
+                self._db.update_item(
+                    TableName=self.table,
+                    Key=self._key(call_id, "META"),
+                    UpdateExpression="SET #h = :h, #v = #v + :one",
+                    ConditionExpression="#v = :v",
+                    ExpressionAttributeNames={"#h": "head", "#v": "version"},
+                    ExpressionAttributeValues={":h": _s(json.dumps(head)), ":v": meta["version"], ":one": _n(1)},
+                )
+                return
+            except Exception as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        raise RuntimeError(f"update of {call_id} kept conflicting")
+
+    def _expiry(self, call_id: str) -> int:
+        item = self._db.get_item(
+            TableName=self.table, Key=self._key(call_id, "META"), ProjectionExpression="expires_at"
+        ).get("Item")
+        if item is None:
+            raise CallNotFound(call_id)
+        return int(item["expires_at"]["N"])
+
+    def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
+        item = self._child(call_id, f"TURN#{turn.index:06d}", "turn", turn.to_dict(), self._expiry(call_id))
+        self._db.put_item(TableName=self.table, Item=item)
+
+    def add_stream_event(self, call_id: str, event: StreamEvent) -> None:
+        sk = f"STREAM#{event.at:020.6f}#{event.event}"
+        item = self._child(call_id, sk, "event", event.to_dict(), self._expiry(call_id))
+        self._db.put_item(TableName=self.table, Item=item)
+
+    def _idem_key(self, key: str) -> dict[str, Any]:
+        return {"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")}
+
+    def claim_idempotency_key(
+        self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
+    ) -> IdempotencyClaim:
+        item = {
+            **self._idem_key(key),
+            "body_hash": _s(body_hash),
+            "call_id": _s(call_id),
+            "expires_at": _n(int(now) + ttl_seconds),
+        }
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": _n(now)},
+            )
+            return IdempotencyClaim(True, body_hash, call_id, None)
+        except Exception as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        held = self._db.get_item(TableName=self.table, Key=self._idem_key(key), ConsistentRead=True).get("Item", {})
+        response = held.get("response", {}).get("S")
+        return IdempotencyClaim(
+            False,
+            held.get("body_hash", {}).get("S", ""),
+            held.get("call_id", {}).get("S", ""),
+            None if response is None else json.loads(response),
+        )
+
+    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
+        self._db.update_item(
+            TableName=self.table,
+            Key=self._idem_key(key),
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": "response"},
+            ExpressionAttributeValues={":r": _s(json.dumps(response))},
+        )
+
+    def release_idempotency_key(self, key: str) -> None:
+        self._db.delete_item(TableName=self.table, Key=self._idem_key(key))

@@ -1,0 +1,52 @@
+"""How a CallRecord is split for storage: the small "head" (everything but the growing lists) and the parts.
+
+Both backends store the head as one JSON document and each status event, transcript turn and stream event as
+its own row/item, so an hour-long transcript never grows one item toward DynamoDB's 400 KB limit. Cursors for
+`list_calls` are opaque base64 of (created_at, call_id).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from call_state.record import CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+
+_PARTS = ("status_history", "transcript", "stream_events")
+
+
+def record_head(record: CallRecord) -> dict[str, Any]:
+    head = record.to_dict()
+    for key in _PARTS:
+        head.pop(key)
+    return head
+
+
+def record_from_parts(
+    head: dict[str, Any],
+    history: list[StatusEvent],
+    turns: list[TranscriptTurn],
+    stream_events: list[StreamEvent],
+) -> CallRecord:
+    record = CallRecord.from_dict({**head, "status_history": [], "transcript": [], "stream_events": []})
+    return record.with_changes(
+        status_history=tuple(history),
+        transcript=tuple(sorted(turns, key=lambda t: t.index)),
+        stream_events=tuple(sorted(stream_events, key=lambda e: e.at)),
+    )
+
+
+def encode_cursor(created_at: float, call_id: str) -> str:
+    raw = json.dumps([created_at, call_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Raise ValueError for anything that is not a cursor we made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, call_id = json.loads(raw)
+        return float(created_at), str(call_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc

@@ -1,0 +1,102 @@
+"""A small async client for the two Twilio REST calls both planes make: place a call, end a call.
+
+Twilio's own library is synchronous (requests) unless aiohttp is added; two form POSTs do not justify either on
+the hot path or in Lambda's cold start, so this is httpx with the base URL and transport injected (tests point it
+at a loopback stand-in). Errors keep Twilio's `code` and `message` so the API can pass them on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+CALL_ALREADY_ENDED = 20404
+
+
+class TwilioError(Exception):
+    def __init__(self, status: int, code: int | None, message: str) -> None:
+        super().__init__(f"Twilio answered {status} (code {code}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class TwilioRestClient:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str = "https://api.twilio.com",
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self._base = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}"
+        self._transport = transport
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        # One pooled client per event loop: Lambda (Mangum) may run each invocation on a new loop.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(transport=self._transport, timeout=self._timeout, auth=self._auth)
+            self._loop = loop
+        return self._client
+
+    async def _post(self, path: str, form: Mapping[str, str | Sequence[str]]) -> dict[str, Any]:
+        pairs: list[tuple[str, str]] = []
+        for key, value in form.items():
+            if isinstance(value, str):
+                pairs.append((key, value))
+            else:
+                pairs.extend((key, v) for v in value)  # e.g. one StatusCallbackEvent field per event
+        try:
+            response = await self._http().post(f"{self._base}{path}", data=pairs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code >= 300:
+            code = body.get("code")
+            raise TwilioError(
+                response.status_code,
+                int(code) if isinstance(code, int | str) and str(code).isdigit() else None,
+                str(body.get("message") or response.reason_phrase or "error"),
+            )
+        return body
+
+    async def create_call(self, form: Mapping[str, str | Sequence[str]]) -> dict[str, Any]:
+        """POST Calls.json; returns Twilio's call resource (with `sid` and `status`)."""
+        return await self._post("/Calls.json", form)
+
+    async def hangup(self, call_sid: str) -> bool:
+        """End a call. False when Twilio says it had already ended (not an error for us)."""
+        if not re.fullmatch(r"CA[0-9a-fA-F]{32}", call_sid):
+            raise TwilioError(400, None, "not a Twilio call SID")
+        try:
+            await self._post(f"/Calls/{call_sid}.json", {"Status": "completed"})
+        except TwilioError as exc:
+            if exc.status == 404 or exc.code == CALL_ALREADY_ENDED:
+                log.info("hangup %s: call already ended", call_sid)
+                return False
+            raise
+        return True
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

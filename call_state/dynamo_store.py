@@ -28,9 +28,7 @@ def table_definition(table_name: str) -> dict[str, Any]:
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [
-            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")
-        ],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         "GlobalSecondaryIndexes": [
             {
@@ -101,7 +99,9 @@ class DynamoCallStore(CallStore):
             {"Put": {"TableName": self.table, "Item": meta, "ConditionExpression": "attribute_not_exists(pk)"}}
         ]
         for event in record.status_history:
-            item = self._child(record.call_id, f"STATUS#{event.status.value}", "event", event.to_dict(), record.expires_at)
+            item = self._child(
+                record.call_id, f"STATUS#{event.status.value}", "event", event.to_dict(), record.expires_at
+            )
             items.append({"Put": {"TableName": self.table, "Item": item}})
         try:
             self._db.transact_write_items(TransactItems=items)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 
-class CallStatus(str, enum.Enum):
+class CallStatus(enum.StrEnum):
     CREATED = "created"
     QUEUED = "queued"
     INITIATED = "initiated"
@@ -46,7 +46,7 @@ _RANK = {
 }
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     OUTBOUND = "outbound"
     INBOUND = "inbound"
 

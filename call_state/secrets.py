@@ -10,7 +10,6 @@ command); each ARN is fetched once.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable, Mapping
 from typing import Any
 

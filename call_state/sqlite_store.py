@@ -179,10 +179,14 @@ class SqliteCallStore(CallStore):
             self._db.execute("COMMIT")
 
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
-        self._execute("INSERT OR REPLACE INTO turns VALUES (?, ?, ?)", (call_id, turn.index, json.dumps(turn.to_dict())))
+        self._execute(
+            "INSERT OR REPLACE INTO turns VALUES (?, ?, ?)", (call_id, turn.index, json.dumps(turn.to_dict()))
+        )
 
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:
-        self._execute("INSERT INTO stream_events (call_id, event) VALUES (?, ?)", (call_id, json.dumps(event.to_dict())))
+        self._execute(
+            "INSERT INTO stream_events (call_id, event) VALUES (?, ?)", (call_id, json.dumps(event.to_dict()))
+        )
 
     def claim_idempotency_key(
         self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
@@ -195,7 +199,8 @@ class SqliteCallStore(CallStore):
             ).fetchone()
             if row is None:
                 self._db.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?, NULL, ?)", (key, body_hash, call_id, int(now) + ttl_seconds)
+                    "INSERT INTO idempotency VALUES (?, ?, ?, NULL, ?)",
+                    (key, body_hash, call_id, int(now) + ttl_seconds),
                 )
             self._db.execute("COMMIT")
         if row is None:

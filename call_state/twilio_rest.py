@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -61,7 +62,11 @@ class TwilioRestClient:
             else:
                 pairs.extend((key, v) for v in value)  # e.g. one StatusCallbackEvent field per event
         try:
-            response = await self._http().post(f"{self._base}{path}", data=pairs)  # type: ignore[arg-type]
+            response = await self._http().post(
+                f"{self._base}{path}",
+                content=urlencode(pairs),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
         except httpx.HTTPError as exc:
             raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}") from exc
         try:

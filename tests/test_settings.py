@@ -85,7 +85,8 @@ def test_all_errors_reported_together_on_one_line() -> None:
 def test_dotenv_read_without_overriding(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text(
-        "# comment\nPORT=9001\nexport HOST='127.0.0.1'\nAGENT_VOICE=\"Kore\"\nAPI_KEY=from-file # trailing\nbroken line\n"
+        "# comment\nPORT=9001\n"
+        "export HOST='127.0.0.1'\nAGENT_VOICE=\"Kore\"\nAPI_KEY=from-file # trailing\nbroken line\n"
     )
     assert read_dotenv(dotenv) == {"PORT": "9001", "HOST": "127.0.0.1", "AGENT_VOICE": "Kore", "API_KEY": "from-file"}
     env = load_environment({"PORT": "7000"}, dotenv)

@@ -1,0 +1,131 @@
+"""`make bench`: run every benchmark, print one table, write JSON (bench/results/) and the latency plot (docs/).
+
+Benchmarks print figures; they never pass or fail. Each module exposes `run(quick: bool) -> list[dict]` with rows
+{"figure", "ours", "unit", and optionally "pipecat", "audioop", "baseline", "target", "note"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SUITES = ["audio_bench", "bridge_bench", "control_bench"]
+COLUMNS = ["ours", "pipecat", "audioop", "baseline"]
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+
+
+def fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def ratio(row: dict[str, Any]) -> str:
+    ours = row.get("ours")
+    other = next((row[c] for c in COLUMNS[1:] if isinstance(row.get(c), int | float)), None)
+    if not isinstance(ours, int | float) or not isinstance(other, int | float) or ours == 0:
+        return "–"
+    return f"{other / ours:.2g}×"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    used = [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
+    header = ["figure", *used, "ratio (alt/ours)", "unit", "target"]
+    lines = [
+        [r.get("figure", ""), *[fmt(r.get(c)) for c in used], ratio(r), r.get("unit", ""), r.get("target", "")]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
+    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + " |"]
+    out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    out += ["| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    points = [r for r in rows if r.get("plot") == "latency_vs_calls"]
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for series in sorted({p["series"] for p in points}):
+        xs = [p["calls"] for p in points if p["series"] == series]
+        ys = [p["p99_ms"] for p in points if p["series"] == series]
+        ax.plot(xs, ys, marker="o", label=series)
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="50 ms target")
+    ax.set_xlabel("simultaneous calls (one media node process)")
+    ax.set_ylabel("per-frame latency p99 (ms)")
+    ax.set_title("Bridge latency vs concurrent calls")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    parser.add_argument("--only", choices=SUITES, action="append", help="run only these suites")
+    args = parser.parse_args()
+    info = machine()
+    print(f"machine: {info['cpu']} · {info['cores']} cores · Python {info['python']} · {info['date']}")
+    rows: list[dict[str, Any]] = []
+    for name in args.only or SUITES:
+        started = time.monotonic()
+        try:
+            rows += importlib.import_module(name).run(quick=args.quick)
+        except Exception:  # a broken suite must not hide the others' figures
+            traceback.print_exc()
+            rows.append({"figure": f"{name} failed (see traceback above)", "ours": None, "unit": ""})
+        print(f"  {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    shown = [r for r in rows if "plot" not in r]
+    print(table(shown))
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    result = {"machine": info, "quick": args.quick, "rows": rows}
+    (out_dir / f"bench-{stamp}.json").write_text(json.dumps(result, indent=2, default=str))
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2, default=str))
+    if not args.quick:
+        plot(rows, ROOT / "docs" / "latency_vs_calls.png")
+    print(f"\nJSON: bench/results/bench-{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()

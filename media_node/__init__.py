@@ -1,0 +1,1 @@
+"""Media plane: the Twilio Media Streams <-> Gemini Live bridge."""

@@ -1,0 +1,234 @@
+"""Gemini Live (BidiGenerateContent) messages, sans-I/O: build what we send, parse what arrives.
+
+Only the wire format lives here; the socket is media_node/gemini_link.py. Server frames arrive as binary JSON
+and are parsed leniently (unknown fields ignored, a future field must not end a call). Model-specific rules
+(gemini-live.md §2.3): 3.8 rejects `thinkingConfig`, `enableAffectiveDialog` and `proactiveAudio: false`, so
+the setup sends none of them; `sessionResumption` is always present and never carries `handle: null`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from call_state.record import AgentSettings, TranscriptTurn
+
+INPUT_MIME = "audio/pcm;rate=16000"
+END_CALL_TOOL = {
+    "name": "end_call",
+    "description": "Hang up the phone call. Say goodbye first; call this only when the conversation is over.",
+    "parameters": {"type": "OBJECT", "properties": {"reason": {"type": "STRING"}}},
+}
+
+
+@dataclass(frozen=True)
+class SetupComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class AgentAudio:
+    pcm24: bytes
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    pass
+
+
+@dataclass(frozen=True)
+class GenerationComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class TurnComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class InputTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class OutputTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolCallCancelled:
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GoAway:
+    time_left_s: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class Malformed:
+    reason: str
+
+
+GeminiEvent = (
+    SetupComplete
+    | AgentAudio
+    | Interrupted
+    | GenerationComplete
+    | TurnComplete
+    | InputTranscript
+    | OutputTranscript
+    | ToolCall
+    | ToolCallCancelled
+    | GoAway
+    | Usage
+    | Malformed
+)
+
+
+def _duration_seconds(text: object) -> float:
+    """Protobuf Duration JSON ("50s", "1.5s")."""
+    if isinstance(text, str) and text.endswith("s"):
+        try:
+            return float(text[:-1])
+        except ValueError:
+            pass
+    return 0.0
+
+
+def _b64(data: str) -> bytes:
+    padded = data + "=" * (-len(data) % 4)
+    if "-" in data or "_" in data:  # the SDK sends URL-safe base64, the server standard; accept both
+        return base64.urlsafe_b64decode(padded)
+    return base64.b64decode(padded, validate=True)
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+class GeminiSession:
+    """One Live session's protocol state: resumption handle and whether setup is complete."""
+
+    def __init__(self, model: str, agent: AgentSettings) -> None:
+        self.model = model if model.startswith("models/") else f"models/{model}"
+        self.agent = agent
+        self.resume_handle: str | None = None
+        self.setup_complete = False
+
+    def setup(self, resume: bool = True, history: tuple[TranscriptTurn, ...] = ()) -> str:
+        """The first frame. `resume` uses the last handle (if any); `history` seeds a fresh session."""
+        instruction = self.agent.system_prompt
+        if history:
+            lines = "\n".join(f"{t.role}: {t.text}" for t in history if t.text)
+            instruction += (
+                "\n\nThe call is already in progress (the connection was restored). Do not greet again. "
+                f"Conversation so far:\n{lines}"
+            )
+        speech: dict[str, Any] = {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": self.agent.voice}}}
+        if self.agent.language:
+            speech["languageCode"] = self.agent.language
+        setup: dict[str, Any] = {
+            "model": self.model,
+            "generationConfig": {"responseModalities": ["AUDIO"], "speechConfig": speech},
+            "systemInstruction": {"parts": [{"text": instruction}]},
+            "tools": [{"functionDeclarations": [END_CALL_TOOL]}],
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+            "sessionResumption": {"handle": self.resume_handle} if resume and self.resume_handle else {},
+            "contextWindowCompression": {"triggerTokens": 25600, "slidingWindow": {"targetTokens": 12800}},
+        }
+        self.setup_complete = False
+        return _dumps({"setup": setup})
+
+    def greeting(self) -> str:
+        return self.text(self.agent.greeting)
+
+    def text(self, text: str) -> str:
+        return _dumps({"realtimeInput": {"text": text}})
+
+    def audio(self, pcm16k: bytes) -> str:
+        data = base64.b64encode(pcm16k).decode()
+        return _dumps({"realtimeInput": {"audio": {"mimeType": INPUT_MIME, "data": data}}})
+
+    def audio_stream_end(self) -> str:
+        return _dumps({"realtimeInput": {"audioStreamEnd": True}})
+
+    def tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> str:
+        return _dumps({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}})
+
+    def receive(self, frame: bytes | str) -> list[GeminiEvent]:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return [Malformed("frame is not JSON")]
+        if not isinstance(msg, dict):
+            return [Malformed("frame is not a JSON object")]
+        events: list[GeminiEvent] = []
+        if "setupComplete" in msg:
+            self.setup_complete = True
+            events.append(SetupComplete())
+        content = msg.get("serverContent")
+        if isinstance(content, dict):
+            events += self._content(content)
+        tool_call = msg.get("toolCall")
+        if isinstance(tool_call, dict):
+            for call in tool_call.get("functionCalls") or []:
+                if isinstance(call, dict) and isinstance(call.get("name"), str):
+                    args = call.get("args") if isinstance(call.get("args"), dict) else {}
+                    events.append(ToolCall(str(call.get("id", "")), call["name"], args))
+        cancelled = msg.get("toolCallCancellation")
+        if isinstance(cancelled, dict):
+            events.append(ToolCallCancelled(tuple(str(i) for i in cancelled.get("ids") or [])))
+        update = msg.get("sessionResumptionUpdate")
+        if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
+            self.resume_handle = str(update["newHandle"])  # keep the last non-empty handle
+        go_away = msg.get("goAway")
+        if isinstance(go_away, dict):
+            events.append(GoAway(_duration_seconds(go_away.get("timeLeft"))))
+        usage = msg.get("usageMetadata")
+        if isinstance(usage, dict):
+            events.append(Usage(int(usage.get("totalTokenCount") or 0)))
+        if "error" in msg:
+            events.append(Malformed(f"error frame: {str(msg['error'])[:200]}"))
+        return events
+
+    def _content(self, content: dict[str, Any]) -> list[GeminiEvent]:
+        events: list[GeminiEvent] = []
+        turn = content.get("modelTurn")
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            inline = part.get("inlineData") if isinstance(part, dict) else None
+            if isinstance(inline, dict) and isinstance(inline.get("data"), str):
+                try:
+                    events.append(AgentAudio(_b64(inline["data"])))
+                except (binascii.Error, ValueError):
+                    events.append(Malformed("audio part is not base64"))
+        for key, kind in (("inputTranscription", InputTranscript), ("outputTranscription", OutputTranscript)):
+            value = content.get(key)
+            if isinstance(value, dict) and isinstance(value.get("text"), str) and value["text"]:
+                events.append(kind(value["text"]))
+        if content.get("interrupted"):
+            events.append(Interrupted())
+        if content.get("generationComplete"):
+            events.append(GenerationComplete())
+        if content.get("turnComplete"):
+            events.append(TurnComplete())
+        return events

@@ -9,7 +9,15 @@ import logging
 import secrets
 import sys
 
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
 from call_state.settings import Settings, startup_settings
+from call_state.store import CallStore, open_store
+from lambda_api.app import create_app
+from media_node.app import media_routes
+from media_node.node import MediaNode
+from media_node.server import run
 
 log = logging.getLogger("all_in_one")
 
@@ -26,8 +34,25 @@ def main() -> None:
     serve(settings)
 
 
+def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNode]:
+    """Media routes first (/stream, /healthz with active calls and drain state, /metrics), then the control API."""
+    node = MediaNode(settings, store)
+    control = create_app(settings, node.store, twilio=node.twilio)
+    app = Starlette(routes=[*media_routes(node), Mount("/", app=control)])
+    app.state.node = node
+    return app, node
+
+
 def serve(settings: Settings) -> None:
-    raise NotImplementedError("wired up when lambda_api and media_node land")
+    store = open_store(
+        settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
+    )
+    app, node = build_app(settings, store)
+    missing = settings.missing_credentials()
+    if missing:
+        log.warning("missing credentials: %s (the server runs; /make-call answers 503)", ", ".join(missing))
+    log.info("all-in-one server on http://%s:%d (public %s)", settings.host, settings.port, settings.public_url)
+    run(app, settings, node)
 
 
 if __name__ == "__main__":

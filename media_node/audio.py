@@ -69,13 +69,13 @@ class Upsampler8kTo16k:
         h = lowpass(taps, cutoff_hz, 16000.0) * 2
         self._even, self._odd = h[0::2].copy(), h[1::2].copy()
         self._k = taps // 2
-        self._hist = np.zeros(self._k - 1)
+        self._hist: FloatArray = np.zeros(self._k - 1)
         self.delay_ms = (taps - 1) / 2 / 16.0
 
     def process(self, pcm8k: Int16Array) -> FloatArray:
         if len(pcm8k) == 0:
             return np.zeros(0)
-        buf = np.concatenate((self._hist, pcm8k))
+        buf: FloatArray = np.concatenate((self._hist, pcm8k.astype(np.float64)))
         self._hist = buf[len(buf) - (self._k - 1) :]
         out: FloatArray = np.empty(2 * len(pcm8k))
         out[0::2] = np.convolve(buf, self._even, "valid")
@@ -91,14 +91,14 @@ class Resampler24kTo8k:
         h = lowpass(taps, cutoff_hz, 24000.0)
         self._phases = [h[p::3].copy() for p in range(3)]
         self._n = taps
-        self._hist = np.zeros(taps - 1)
+        self._hist: FloatArray = np.zeros(taps - 1)
         self._phase = 0  # how many input samples to skip before the next kept output
         self.delay_ms = (taps - 1) / 2 / 24.0
 
     def process(self, pcm24k: npt.NDArray[np.int16] | FloatArray) -> FloatArray:
         if len(pcm24k) == 0:
             return np.zeros(0)
-        buf = np.concatenate((self._hist, pcm24k))
+        buf: FloatArray = np.concatenate((self._hist, np.asarray(pcm24k, dtype=np.float64)))
         self._hist = buf[len(buf) - (self._n - 1) :]
         # Output j uses buf[start + 3j - i] * h[i]; split h by phase so each phase is a short convolution
         # over a stride-3 view (only kept samples are computed).
@@ -123,7 +123,9 @@ class CallAudio:
 
     def __init__(self) -> None:
         self._up = Upsampler8kTo16k()
-        self.reset_outbound()
+        self._down = Resampler24kTo8k()
+        self._carry = b""
+        self._pending = bytearray()
 
     def caller_to_gemini(self, ulaw: bytes) -> bytes:
         """Any length of mu-law 8 kHz -> PCM16LE 16 kHz bytes (4 bytes out per byte in)."""

@@ -265,9 +265,7 @@ class CallBridge:
         self.node.metrics.barge_ins.inc()
 
     # --- Gemini sessions: open, switch on goAway, recover from a drop ---------------------------------------
-    async def _connect(
-        self, resume: bool, history: tuple[TranscriptTurn, ...] = (), greet: bool = False
-    ) -> GeminiLink:
+    async def _connect(self, resume: bool, history: tuple[TranscriptTurn, ...] = (), greet: bool = False) -> GeminiLink:
         settings = self.node.settings
         link = await open_link(
             settings.gemini_live_url, settings.gemini_api_key, self.session, self.session.setup(resume, history)

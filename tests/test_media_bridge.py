@@ -118,7 +118,10 @@ async def test_bad_tokens_rejected_without_gemini(case: str, tmp_path: Path) -> 
 
 
 async def test_bad_upgrade_signature_rejected(tmp_path: Path) -> None:
-    async with GeminiStandIn() as gemini, media_node(gemini.url, tmp_path, twilio_auth_token="test-auth-token-not-real") as h:
+    async with (
+        GeminiStandIn() as gemini,
+        media_node(gemini.url, tmp_path, twilio_auth_token="test-auth-token-not-real") as h,
+    ):
         h.new_call("call-s")
         caller = h.caller("call-s")
         caller.signature = "bm90LWEtcmVhbC1zaWduYXR1cmU="
@@ -236,7 +239,9 @@ async def test_dtmf_reaches_the_model_as_text(tmp_path: Path) -> None:
         h.new_call("call-d")
         caller = await h.caller("call-d").connect()
         session = await gemini.session(0)
-        await caller.send({"event": "dtmf", "streamSid": caller.stream_sid, "dtmf": {"track": "inbound_track", "digit": "7"}})
+        await caller.send(
+            {"event": "dtmf", "streamSid": caller.stream_sid, "dtmf": {"track": "inbound_track", "digit": "7"}}
+        )
         await caller.wait_for(lambda: any("7" in t for t in session.texts[1:]))
         await caller.close()
 
@@ -259,7 +264,7 @@ async def test_drain_refuses_new_streams_and_waits_for_calls(tmp_path: Path) -> 
         caller = await h.caller("call-1").connect()
         await gemini.session(0)
         h.node.start_drain()
-        health = (await h.get("/healthz"))
+        health = await h.get("/healthz")
         assert health.status_code == 503 and health.json() == {
             "status": "draining", "active_calls": 1, "missing_credentials": health.json()["missing_credentials"],
             "version": "0.1.0",

@@ -68,7 +68,11 @@ class GeminiSessionStandIn:
             part = pcm24[offset : offset + size]
             offset, i = offset + size, i + 1
             content: dict[str, Any] = {
-                "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(part).decode()}}]}
+                "modelTurn": {
+                    "parts": [
+                        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(part).decode()}}
+                    ]
+                }
             }
             if i == 1 and text:
                 content["outputTranscription"] = {"text": text}
@@ -78,7 +82,22 @@ class GeminiSessionStandIn:
 
     async def speak_chunks(self, chunks: list[bytes]) -> None:
         for part in chunks:
-            await self.send({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(part).decode()}}]}}})
+            await self.send(
+                {
+                    "serverContent": {
+                        "modelTurn": {
+                            "parts": [
+                                {
+                                    "inlineData": {
+                                        "mimeType": "audio/pcm;rate=24000",
+                                        "data": base64.b64encode(part).decode(),
+                                    }
+                                }
+                            ]
+                        }
+                    }
+                }
+            )
 
     async def interrupt(self) -> None:
         await self.send({"serverContent": {"interrupted": True}})
@@ -107,6 +126,7 @@ class GeminiStandIn:
         self.refuse = refuse  # close every session at setup with this (code, reason), like a bad key
         self.setup_delay_s = setup_delay_s
         self.sessions: list[GeminiSessionStandIn] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.new_session = asyncio.Condition()
         self._server: Server | None = None
         self.url = ""
@@ -125,7 +145,9 @@ class GeminiStandIn:
     async def session(self, index: int = 0, timeout: float = 5.0) -> GeminiSessionStandIn:
         async with asyncio.timeout(timeout):
             async with self.new_session:
-                await self.new_session.wait_for(lambda: len(self.sessions) > index and self.sessions[index].setup is not None)
+                await self.new_session.wait_for(
+                    lambda: len(self.sessions) > index and self.sessions[index].setup is not None
+                )
         return self.sessions[index]
 
     @property
@@ -155,7 +177,10 @@ class GeminiStandIn:
             if session.setup is not None:
                 session.errors.append("second setup")
                 return
-            if "handle" in (raw["setup"].get("sessionResumption") or {}) and not raw["setup"]["sessionResumption"]["handle"]:
+            if (
+                "handle" in (raw["setup"].get("sessionResumption") or {})
+                and not raw["setup"]["sessionResumption"]["handle"]
+            ):
                 session.errors.append("sessionResumption.handle is empty or null")
             if self.refuse:
                 await session.ws.close(*self.refuse)
@@ -181,6 +206,8 @@ class GeminiStandIn:
             if rin.text is not None:
                 session.texts.append(rin.text)
                 if self.auto_reply:
-                    asyncio.create_task(session.speak(tone_pcm24(self.reply_ms), "Hello, how can I help?"))
+                    self._tasks.add(
+                        asyncio.create_task(session.speak(tone_pcm24(self.reply_ms), "Hello, how can I help?"))
+                    )
         elif msg.tool_response is not None:
             session.tool_responses.append(raw["toolResponse"])

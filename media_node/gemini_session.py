@@ -193,7 +193,9 @@ class GeminiSession:
             for call in tool_call.get("functionCalls") or []:
                 if isinstance(call, dict) and isinstance(call.get("name"), str):
                     args = call.get("args")
-                    events.append(ToolCall(str(call.get("id", "")), call["name"], args if isinstance(args, dict) else {}))
+                    events.append(
+                        ToolCall(str(call.get("id", "")), call["name"], args if isinstance(args, dict) else {})
+                    )
         cancelled = msg.get("toolCallCancellation")
         if isinstance(cancelled, dict):
             events.append(ToolCallCancelled(tuple(str(i) for i in cancelled.get("ids") or [])))

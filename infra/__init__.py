@@ -1,0 +1,1 @@
+"""AWS CDK app: one Construct per unit (table, secrets, control API, media node), one thin Stack."""

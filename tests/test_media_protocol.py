@@ -38,8 +38,8 @@ def start_frame(**params: str) -> str:
 
 
 def media_frame(payload: str) -> str:
-    return json.dumps({"event": "media", "streamSid": SID, "media": {"track": "inbound", "chunk": "3",
-                                                                      "timestamp": "40", "payload": payload}})  # fmt: skip
+    media = {"track": "inbound", "chunk": "3", "timestamp": "40", "payload": payload}
+    return json.dumps({"event": "media", "streamSid": SID, "media": media})
 
 
 # --- Twilio ---------------------------------------------------------------------------------------------------

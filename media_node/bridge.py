@@ -218,7 +218,7 @@ class CallBridge:
         if isinstance(event, AgentAudio):
             frames = self.audio.gemini_to_caller(event.pcm24)
             if frames:
-                await self._play(b"".join(frames))
+                await self._play(frames)
         elif isinstance(event, Interrupted):
             await self._barge_in()
         elif isinstance(event, OutputTranscript):

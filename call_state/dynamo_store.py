@@ -16,7 +16,7 @@ from typing import Any
 from call_state.record import CallFigures, CallRecord, CallStatus, StatusEvent, StreamEvent, TranscriptTurn
 from call_state.status_rules import StatusUpdate, apply_status, history_order
 from call_state.store import MAX_PAGE_SIZE, CallExists, CallNotFound, CallPage, CallStore, IdempotencyClaim
-from call_state.store_codec import decode_cursor, encode_cursor, record_from_parts, record_head
+from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
 
 GSI_NAME = "by_created"
 LIST_PARTITION = "CALLS"
@@ -230,12 +230,7 @@ class DynamoCallStore(CallStore):
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
-        changes: dict[str, Any] = {}
-        for name, value in (("call_sid", call_sid), ("stream_sid", stream_sid), ("error", error)):
-            if value is not None:
-                changes[name] = value
-        if figures is not None:
-            changes["figures"] = figures.to_dict()
+        changes = head_changes(call_sid, stream_sid, error, figures)
         for _ in range(MAX_RETRIES):
             meta = self._meta(call_id, now)
             if meta is None:

@@ -23,7 +23,7 @@ from call_state.store import (
     CallStore,
     IdempotencyClaim,
 )
-from call_state.store_codec import decode_cursor, encode_cursor, record_from_parts, record_head
+from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -157,15 +157,7 @@ class SqliteCallStore(CallStore):
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
-        changes: dict[str, Any] = {}
-        if call_sid is not None:
-            changes["call_sid"] = call_sid
-        if stream_sid is not None:
-            changes["stream_sid"] = stream_sid
-        if error is not None:
-            changes["error"] = error
-        if figures is not None:
-            changes["figures"] = figures.to_dict()
+        changes = head_changes(call_sid, stream_sid, error, figures)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(

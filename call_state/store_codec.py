@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any
 
-from call_state.record import CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
 
 _PARTS = ("status_history", "transcript", "stream_events")
 
@@ -21,6 +21,19 @@ def record_head(record: CallRecord) -> dict[str, Any]:
     for key in _PARTS:
         head.pop(key)
     return head
+
+
+def head_changes(
+    call_sid: str | None, stream_sid: str | None, error: str | None, figures: CallFigures | None
+) -> dict[str, Any]:
+    """The head fields `update_call` sets: those given (None leaves a field alone)."""
+    changes: dict[str, Any] = {
+        name: value for name, value in (("call_sid", call_sid), ("stream_sid", stream_sid), ("error", error))
+        if value is not None
+    }  # fmt: skip
+    if figures is not None:
+        changes["figures"] = figures.to_dict()
+    return changes
 
 
 def record_from_parts(

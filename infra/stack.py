@@ -55,6 +55,7 @@ class VoiceAgentStack(cdk.Stack):
         cdk.CfnOutput(self, "MakeCallUrl", value=f"{api_url}/make-call")
         cdk.CfnOutput(self, "IncomingWebhookUrl", value=f"{api_url}/incoming", description="Twilio number: voice POST")
         cdk.CfnOutput(self, "MediaNodeIp", value=media.elastic_ip.ref, description="point mediaDomain's A record here")
+        cdk.CfnOutput(self, "MediaNodeInstanceId", value=media.instance.instance_id, description="for SSM sessions")
         cdk.CfnOutput(self, "MediaStreamUrl", value=stream_url or "deploy again with -c mediaDomain=... -c email=...")
         cdk.CfnOutput(self, "TableName", value=table.table.table_name)
         cdk.CfnOutput(self, "ProviderSecretArn", value=secrets.provider.secret_arn)

@@ -158,13 +158,18 @@ async def _dial(ctx: ControlContext, call_id: str, body: MakeCallRequest, base: 
     return {"call_id": call_id, "call_sid": call_sid, "status": status.value}
 
 
+async def _existing_call(ctx: ControlContext, call_id: str) -> CallRecord:
+    record = await ctx.store.get_call(call_id[:128], ctx.clock())
+    if record is None:
+        raise ApiError(404, "not_found", "no such call")
+    return record
+
+
 @router.get("/calls/{call_id}")
 async def get_call(call_id: str, request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     require_api_key(request, ctx)
-    record = await ctx.store.get_call(call_id[:128], ctx.clock())
-    if record is None:
-        raise ApiError(404, "not_found", "no such call")
+    record = await _existing_call(ctx, call_id)
     return JSONResponse(record.to_dict())
 
 
@@ -186,9 +191,7 @@ async def list_calls(
 async def hangup(call_id: str, request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     require_api_key(request, ctx)
-    record = await ctx.store.get_call(call_id[:128], ctx.clock())
-    if record is None:
-        raise ApiError(404, "not_found", "no such call")
+    record = await _existing_call(ctx, call_id)
     if not record.call_sid:
         raise ApiError(409, "not_dialled", "the call has no Twilio call SID yet")
     if record.status.is_terminal:

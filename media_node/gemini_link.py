@@ -41,6 +41,7 @@ async def open_link(url: str, api_key: str, session: GeminiSession, setup_frame:
             open_timeout=SETUP_TIMEOUT_S,
             ping_interval=20,
             ping_timeout=20,
+            close_timeout=2,  # a Gemini that does not answer our close must not hold the call's teardown
         )
     except websockets.InvalidStatus as exc:
         raise GeminiUnavailable(f"Gemini refused the connection: HTTP {exc.response.status_code}") from exc

@@ -154,7 +154,8 @@ def test_user_data_runs_the_vps_installer_in_media_mode(synthesized: tuple[Templ
 def test_outputs(synthesized: tuple[Template, dict[str, Any], Path]) -> None:
     _, raw, _ = synthesized
     outputs = raw["Outputs"]
-    for name in ("ApiUrl", "MakeCallUrl", "MediaNodeIp", "MediaStreamUrl", "ProviderSecretArn", "SetSecretCommand"):
+    for name in ("ApiUrl", "MakeCallUrl", "MediaNodeIp", "MediaStreamUrl", "ProviderSecretArn", "SetSecretCommand",
+                 "ApiKeySecretArn", "IncomingWebhookUrl", "MediaNodeInstanceId"):  # fmt: skip
         assert name in outputs
     assert outputs["MediaStreamUrl"]["Value"] == "wss://media.example.com/stream"
     assert "put-secret-value" in json.dumps(outputs["SetSecretCommand"])

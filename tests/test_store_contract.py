@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -86,18 +87,15 @@ def test_status_out_of_order_and_duplicates(any_store: CallStore) -> None:
     assert got.status_history[4].detail == "duration=6"
 
 
-def test_concurrent_status_callbacks_lose_nothing(any_store: CallStore) -> None:
+def test_concurrent_status_callbacks_lose_nothing(any_store: CallStore, request: pytest.FixtureRequest) -> None:
+    if "moto" in request.node.callspec.id:
+        pytest.skip("moto's in-memory DynamoDB is not thread-safe; concurrency is proven on DynamoDB Local")
     any_store.create_call(make_record())
     statuses = [CallStatus.QUEUED, CallStatus.INITIATED, CallStatus.RINGING, CallStatus.IN_PROGRESS]
-    threads = [
-        threading.Thread(target=any_store.apply_status, args=("call-1", StatusEvent(s, NOW + i, i), NOW))
-        for i, s in enumerate(statuses)
-        for _ in range(3)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    events = [StatusEvent(s, NOW + i, i) for i, s in enumerate(statuses) for _ in range(3)]
+    with ThreadPoolExecutor(len(events)) as pool:  # every call must succeed: a conflict is retried, never raised
+        updates = list(pool.map(lambda e: any_store.apply_status("call-1", e, NOW), events))
+    assert sum(u.history_changed for u in updates) == len(statuses)  # each distinct event lands once, duplicates are no-ops
     got = any_store.get_call("call-1", NOW)
     assert got is not None and got.status is CallStatus.IN_PROGRESS
     assert [e.status for e in got.status_history] == [CallStatus.CREATED, *statuses]

@@ -12,22 +12,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from google.genai import types
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosedError
 
+try:
+    from google.genai import types
+except ImportError:  # the bench venv runs the stand-in without validation (validate=False)
+    types = None  # type: ignore[assignment]
 
-class WireSetup(types.LiveClientSetup):
-    # Missing from google-genai's LiveClientSetup although the API accepts it (gemini-live.md §9).
-    realtime_input_config: types.RealtimeInputConfig | None = None
+if types is not None:
 
+    class WireSetup(types.LiveClientSetup):
+        # Missing from google-genai's LiveClientSetup although the API accepts it (gemini-live.md §9).
+        realtime_input_config: types.RealtimeInputConfig | None = None
 
-class WireClientMessage(types.LiveClientMessage):
-    setup: WireSetup | None = None
+    class WireClientMessage(types.LiveClientMessage):
+        setup: WireSetup | None = None
 
 
 def validate_client_frame(frame: str | bytes) -> WireClientMessage:
@@ -55,7 +62,11 @@ class GeminiSessionStandIn:
     tool_responses: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     first_audio_at: float | None = None
+    setup_raw: dict[str, Any] = field(default_factory=dict)
+    setup_at: float = 0.0
+    text_at: float = 0.0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    abrupt_close: bool = False
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message).encode())  # binary frames, as Google sends them
@@ -120,7 +131,10 @@ class GeminiStandIn:
     """Serve on 127.0.0.1:<free port>. `url` goes into GEMINI_LIVE_URL."""
 
     def __init__(self, *, auto_reply: bool = True, reply_ms: int = 300, refuse: tuple[int, str] | None = None,
-                 setup_delay_s: float = 0.0) -> None:  # fmt: skip
+                 setup_delay_s: float = 0.0, validate: bool = True,
+                 on_audio: Callable[[GeminiSessionStandIn, bytes], None] | None = None) -> None:  # fmt: skip
+        self.validate = validate  # off only for load benchmarks, where validation would dominate the CPU
+        self.on_audio = on_audio
         self.auto_reply = auto_reply
         self.reply_ms = reply_ms
         self.refuse = refuse  # close every session at setup with this (code, reason), like a bad key
@@ -163,14 +177,40 @@ class GeminiStandIn:
                 if isinstance(frame, bytes):
                     session.errors.append("client sent a binary frame")
                     continue
+                if not self.validate:
+                    await self._on_raw(session, json.loads(frame))
+                    continue
                 try:
                     msg = validate_client_frame(frame)
                 except Exception as exc:
                     session.errors.append(f"invalid frame: {exc}"[:500])
                     continue
                 await self._on_message(session, msg, json.loads(frame))
+        except ConnectionClosedError:
+            session.abrupt_close = True  # the client went away without a close frame (a killed process)
         finally:
             session.closed.set()
+
+    async def _on_raw(self, session: GeminiSessionStandIn, raw: dict[str, Any]) -> None:
+        """The same behaviour without pydantic validation (load benchmarks)."""
+        if "setup" in raw:
+            session.setup = raw["setup"]  # type: ignore[assignment]
+            session.setup_raw = raw["setup"]
+            session.setup_at = time.monotonic()
+            await session.send({"setupComplete": {}})
+            async with self.new_session:
+                self.new_session.notify_all()
+            return
+        rin = raw.get("realtimeInput") or {}
+        if "audio" in rin:
+            session.audio_frames += 1
+            if self.on_audio is not None:
+                self.on_audio(session, base64.b64decode(rin["audio"]["data"]))
+        elif "text" in rin:
+            session.texts.append(rin["text"])
+            session.text_at = time.monotonic()
+            if self.auto_reply:
+                self._tasks.add(asyncio.create_task(session.speak(tone_pcm24(self.reply_ms), "Hello.")))
 
     async def _on_message(self, session: GeminiSessionStandIn, msg: WireClientMessage, raw: dict[str, Any]) -> None:
         if msg.setup is not None:

@@ -51,6 +51,7 @@ class TwilioCaller:
     _talk: deque[bytes] = field(default_factory=deque)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     media_after_clear: int = 0
+    talk_sent_at: list[float] = field(default_factory=list)  # when each talk() frame went out
 
     async def connect(self, start: bool = True) -> TwilioCaller:
         headers = {"x-twilio-signature": self.signature} if self.signature is not None else {}
@@ -119,12 +120,15 @@ class TwilioCaller:
     async def _send_frames_forever(self) -> None:
         seq, chunk, started = 2, 1, time.monotonic()
         while True:
-            frame = self._talk.popleft() if self._talk else SILENCE
+            talking = bool(self._talk)
+            frame = self._talk.popleft() if talking else SILENCE
             await self.send({
                 "event": "media", "sequenceNumber": str(seq), "streamSid": self.stream_sid,
                 "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * 20),
                           "payload": base64.b64encode(frame).decode()},
             })  # fmt: skip
+            if talking:
+                self.talk_sent_at.append(time.monotonic())
             seq, chunk = seq + 1, chunk + 1
             await asyncio.sleep(max(0.0, started + (chunk - 1) * 0.02 - time.monotonic()))  # absolute clock
 

@@ -1,0 +1,135 @@
+"""Control plane: cold import of the Lambda handler, warm /make-call and status webhook time through Mangum.
+
+    bench/.venv/bin/python bench/control_bench.py [--quick]
+
+- cold import: `import lambda_api.handler` in a fresh interpreter (what a Lambda cold start pays before the
+  first request), median of several runs, and the interpreter start alone for reference.
+- warm: API Gateway HTTP API v2 events (tests/fixtures/apigw) through the same Mangum adapter the Lambda uses,
+  SQLite store, Twilio = the loopback REST stand-in (its loopback round trip is included and shown apart).
+  The per-key rate limit is lifted so the loop measures request handling, not the limiter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mangum import Mangum  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+from call_state.settings import Settings  # noqa: E402
+from call_state.sqlite_store import SqliteCallStore  # noqa: E402
+from lambda_api.app import create_app  # noqa: E402
+from lambda_api.rate_limit import TokenBucket  # noqa: E402
+from tests.standins.twilio_rest import TwilioRestStandIn  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures" / "apigw"
+ACCOUNT_SID = "AC" + "7" * 32
+AUTH_TOKEN = "bench-auth-token-not-real"
+API_KEY = "bench-api-key-not-real-0123456789"
+API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+
+
+def cold_import_ms(runs: int) -> tuple[float, float]:
+    """Median ms of `import lambda_api.handler` in a fresh interpreter, and of the bare interpreter start."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def once(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+        return (time.perf_counter() - start) * 1000
+
+    once("import lambda_api.handler")  # warm the page cache and write .pyc once, as a deployed bundle has them
+    handler = float(np.median([once("import lambda_api.handler") for _ in range(runs)]))
+    bare = float(np.median([once("pass") for _ in range(runs)]))
+    return handler, bare
+
+
+def event(fixture: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / fixture).read_text())
+    return loaded
+
+
+def warm(n: int, tmp: str) -> dict[str, list[float]]:
+    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        settings = Settings.from_env({
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "GEMINI_API_KEY": "bench-not-real",
+            "API_KEY": API_KEY, "STREAM_TOKEN_SECRET": "bench-stream-secret-not-real-0123",
+            "TWILIO_PHONE_NUMBER": "+15550001111", "TWILIO_API_BASE_URL": twilio.base_url,
+            "CALL_STORE": f"sqlite:///{tmp}/calls.db", "ALLOWED_DESTINATIONS": "+1", "PUBLIC_URL": API_URL,
+            "MEDIA_STREAM_URL": "wss://media.example.com/stream",
+        })  # fmt: skip
+        app = create_app(settings, SqliteCallStore(f"{tmp}/calls.db"))
+        app.state.ctx.rate_limit = TokenBucket(rate_per_s=1e9, burst=1e9)
+        adapter = Mangum(app, lifespan="off")
+        validator = RequestValidator(AUTH_TOKEN)
+        times: dict[str, list[float]] = {"make_call": [], "status": [], "twilio_rtt": []}
+        with httpx.Client() as client:  # the Twilio round trip alone, for reference
+            for _ in range(min(n, 50)):
+                start = time.perf_counter()
+                client.post(f"{twilio.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
+                            data={"To": "+15551230000", "From": "+15550001111", "Url": API_URL},
+                            auth=(ACCOUNT_SID, AUTH_TOKEN))  # fmt: skip
+                times["twilio_rtt"].append((time.perf_counter() - start) * 1000)
+        for i in range(n + 5):  # the first few warm the app (imports on first use, SQLite cache)
+            make = event("make_call_default_stage.json")
+            make["headers"]["authorization"] = f"Bearer {API_KEY}"
+            make["body"] = json.dumps({"destination_number": f"+1555123{i % 10000:04d}"})
+            start = time.perf_counter()
+            answer = adapter(make, None)
+            made = (time.perf_counter() - start) * 1000
+            assert answer["statusCode"] == 201, answer
+            call_id = json.loads(answer["body"])["call_id"]
+            form = {"CallSid": json.loads(answer["body"])["call_sid"], "CallStatus": "ringing",
+                    "SequenceNumber": "1", "Timestamp": "Wed, 25 Nov 2026 02:45:00 +0000"}  # fmt: skip
+            status = event("status_default_stage.json")
+            status["rawPath"] = status["requestContext"]["http"]["path"] = f"/status/{call_id}"
+            status["body"] = urlencode(form)
+            status["headers"]["x-twilio-signature"] = validator.compute_signature(f"{API_URL}/status/{call_id}", form)
+            start = time.perf_counter()
+            answer = adapter(status, None)
+            handled = (time.perf_counter() - start) * 1000
+            assert answer["statusCode"] == 204, answer
+            if i >= 5:
+                times["make_call"].append(made)
+                times["status"].append(handled)
+    return times
+
+
+def p50_p99(values: list[float]) -> str:
+    return f"{np.percentile(values, 50):.2f} / {np.percentile(values, 99):.2f}"
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    handler_ms, bare_ms = cold_import_ms(3 if quick else 7)
+    with tempfile.TemporaryDirectory() as tmp:
+        times = warm(100 if quick else 500, tmp)
+    return [
+        {"figure": "control: cold `import lambda_api.handler` (fresh interpreter, minus bare start)", "unit": "ms",
+         "ours": handler_ms - bare_ms, "note": f"bare interpreter start {bare_ms:.0f} ms"},
+        {"figure": "control: warm POST /make-call through Mangum (incl. Twilio loopback)", "unit": "ms p50/p99",
+         "ours": p50_p99(times["make_call"])},
+        {"figure": "control: of which the loopback Twilio round trip", "unit": "ms p50/p99",
+         "ours": p50_p99(times["twilio_rtt"])},
+        {"figure": "control: warm signed status webhook through Mangum", "unit": "ms p50/p99",
+         "ours": p50_p99(times["status"])},
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    from run import table
+
+    print(table(run(quick="--quick" in sys.argv)))

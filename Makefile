@@ -67,7 +67,7 @@ setup: $(VENV)/.dev-installed node_modules/.installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict call_state media_node/audio.py media_node/twilio_stream.py media_node/gemini_session.py media_node/playback.py
+	$(BIN)/mypy --strict call_state media_node lambda_api
 
 $(BENCH_VENV)/.installed: $(BIN)/python $(RUNTIME_REQS) bench/requirements-bench.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)

@@ -236,6 +236,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 knee[kind] = n
             rows.append({"plot": "latency_vs_calls", "series": kind, "calls": n, "p99_ms": p99})
         ours, base = result["ours"], result["baseline"]
+        if ours is None and base is None:
+            continue
         rows.append({"figure": f"{n} calls: uplink frame latency p50/p99", "unit": "ms",
                      "ours": _pair(ours, "up"), "baseline": _pair(base, "up")})  # fmt: skip
         rows.append({"figure": f"{n} calls: downlink chunk latency p50/p99", "unit": "ms",

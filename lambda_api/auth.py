@@ -38,12 +38,17 @@ def _api_gateway_event(request: Request, ctx: ControlContext) -> dict[str, objec
     return None
 
 
+def _domain(event: dict[str, object]) -> str:
+    context = event.get("requestContext")
+    return str(context.get("domainName", "")) if isinstance(context, dict) else ""
+
+
 def public_base(request: Request, ctx: ControlContext) -> str:
     """Base URL for the webhook URLs we hand to Twilio."""
     event = _api_gateway_event(request, ctx)
     if event is None:
         return ctx.settings.public_url.rstrip("/")
-    domain = str(event.get("requestContext", {}).get("domainName", ""))  # type: ignore[union-attr]
+    domain = _domain(event)
     raw_path, path = str(event.get("rawPath", "")), request.url.path
     prefix = raw_path[: -len(path)] if raw_path.endswith(path) else ""  # the stage, e.g. "/prod"
     return f"https://{domain}{prefix}"
@@ -53,7 +58,7 @@ def public_url(request: Request, ctx: ControlContext) -> str:
     """The exact URL Twilio signed for this request."""
     event = _api_gateway_event(request, ctx)
     if event is not None:
-        domain = str(event.get("requestContext", {}).get("domainName", ""))  # type: ignore[union-attr]
+        domain = _domain(event)
         url, query = f"https://{domain}{event.get('rawPath', request.url.path)}", str(event.get("rawQueryString", ""))
     else:
         url = ctx.settings.public_url.rstrip("/") + request.url.path

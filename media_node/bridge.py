@@ -17,6 +17,7 @@ import websockets
 
 from call_state.record import CallRecord, CallStatus, StatusEvent, TranscriptTurn
 from media_node.audio import CallAudio
+from media_node.call_ending import CallEnding
 from media_node.conversation import Conversation
 from media_node.gemini_link import GeminiLink, GeminiUnavailable, open_link
 from media_node.gemini_session import (
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 MAX_BUFFERED_FRAMES = 50  # caller audio kept while Gemini (re)connects: 1 s
-GOODBYE_GRACE_S = 12.0
 
 
 class TwilioSocket(Protocol):
@@ -51,7 +51,7 @@ class TwilioSocket(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-class CallBridge:
+class CallBridge(CallEnding):
     def __init__(self, node: MediaNode, twilio: TwilioSocket) -> None:
         self.node, self.twilio = node, twilio
         self.stream = TwilioStream()
@@ -69,8 +69,8 @@ class CallBridge:
         self.outcome = "completed"
         self.last_frame_at = self.last_activity_at = time.monotonic()
 
-    def _log(self, level: int, msg: str, *args: object) -> None:
-        log.log(level, "call %s (%s): " + msg, self.call_id, self.call_sid, *args)
+    def _log(self, level: int, msg: str, *args: object, exc_info: BaseException | None = None) -> None:
+        log.log(level, "call %s (%s): " + msg, self.call_id, self.call_sid, *args, exc_info=exc_info)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     async def run(self, upgrade_headers: dict[str, str]) -> str:
@@ -313,7 +313,7 @@ class CallBridge:
         """The current session dropped: resume it, or start a fresh one that knows the conversation."""
         self.ready = False
         self._log(logging.WARNING, "Gemini session closed unexpectedly (%s): reconnecting", reason)
-        attempts = [(True, ())] if self.session.resume_handle else []
+        attempts: list[tuple[bool, tuple[TranscriptTurn, ...]]] = [(True, ())] if self.session.resume_handle else []
         attempts.append((False, self.conv.history()))
         for resume, history in attempts:
             try:
@@ -327,70 +327,6 @@ class CallBridge:
         await self._fail(f"Gemini session lost and could not be restored: {reason}")
         return False
 
-    async def _fail(self, reason: str) -> None:
-        """Gemini refused or vanished: say why in the record, and do not leave the caller in silence."""
-        self.outcome = "gemini_failed"
-        self._log(logging.ERROR, "failing the call: %s", reason)
-        node, call_id, now = self.node, self.record.call_id, time.time()
-        event = StatusEvent(CallStatus.FAILED, now, None, "media", reason[:500])
-        node.writer.submit("failed", lambda: node.store.apply_status(call_id, event, now))
-        node.writer.submit("error", lambda: node.store.update_call(call_id, now, error=reason[:1000]))
-        await self._hang_up()
-
-    # --- tools, time limits, hang-up ------------------------------------------------------------------------
-    async def _tool_call(self, call: ToolCall) -> None:
-        if call.name != "end_call":
-            await self._send_gemini(self.session.tool_response(call.call_id, call.name, {"error": "unknown tool"}))
-            return
-        self._log(logging.INFO, "agent ended the call (%s)", str(call.args.get("reason", ""))[:100])
-        await self._send_gemini(self.session.tool_response(call.call_id, call.name, {"result": "ok"}))
-        asyncio.create_task(self._end_after_goodbye(), name="end-call")  # noqa: RUF006
-
-    async def _end_after_goodbye(self, say: str | None = None) -> None:
-        """End politely: optionally ask for a goodbye, let it play out (bounded), then hang up."""
-        if self.closing:
-            return
-        self.closing = True
-        deadline = time.monotonic() + GOODBYE_GRACE_S
-        if say:
-            turns = self.turns_done
-            await self._send_gemini(self.session.text(say))
-            while self.turns_done == turns and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        while self.playback.playing and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self._hang_up()
-
-    async def _hang_up(self) -> None:
-        client = self.node.twilio
-        if client is not None and self.call_sid.startswith("CA"):
-            try:
-                await client.hangup(self.call_sid)
-            except Exception as exc:  # Twilio down: closing the socket still ends <Connect>
-                self._log(logging.WARNING, "hang-up through Twilio failed: %s", exc)
-        await self.twilio.close(1000, "call ended")
-
-    async def _watchdog(self) -> None:
-        settings = self.node.settings
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            if now - self.last_frame_at > settings.idle_timeout_seconds:
-                self._log(logging.WARNING, "no frames from Twilio for %d s: ending", settings.idle_timeout_seconds)
-                self.outcome = "idle"
-                return
-            if self.closing:
-                continue
-            if now - started > settings.max_call_seconds:
-                self._log(logging.INFO, "MAX_CALL_SECONDS reached: saying goodbye")
-                self.outcome = "time_limit"
-                asyncio.create_task(self._end_after_goodbye(LIMIT_PROMPT))  # noqa: RUF006
-            elif now - self.last_activity_at > settings.idle_timeout_seconds and not self.playback.playing:
-                self._log(logging.INFO, "nobody spoke for %d s: saying goodbye", settings.idle_timeout_seconds)
-                self.outcome = "idle"
-                asyncio.create_task(self._end_after_goodbye(IDLE_PROMPT))  # noqa: RUF006
-
     # --- small things ---------------------------------------------------------------------------------------
     def _store_turns(self, turns: list[TranscriptTurn]) -> None:
         for turn in turns:
@@ -403,7 +339,3 @@ class CallBridge:
     def _frame_error(self, event: Rejected) -> None:
         self.node.metrics.frame_errors.labels(side="twilio").inc()
         self._log(logging.WARNING, "Twilio frame ignored: %s", event.reason)
-
-
-LIMIT_PROMPT = "[The call has reached its time limit. Say a short, polite goodbye now.]"
-IDLE_PROMPT = "[The caller has been silent for a while. Say a short, polite goodbye now.]"

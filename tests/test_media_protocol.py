@@ -8,6 +8,7 @@ import json
 import pytest
 
 from call_state.record import AgentSettings, TranscriptTurn
+from media_node.call_ending import Limit, call_limit
 from media_node.conversation import Conversation
 from media_node.gemini_session import (
     AgentAudio,
@@ -190,3 +191,16 @@ def test_conversation_turns_and_figures() -> None:
     figures = conv.figures()
     assert figures.answer_to_first_audio_ms == pytest.approx(350.0)
     assert (figures.barge_ins, figures.audio_in_seconds, figures.audio_out_seconds) == (1, 2.0, 1.0)
+
+
+def test_call_limits_in_order_of_precedence() -> None:
+    def limit(now: float, last_frame: float = 0.0, last_activity: float = 0.0, playing: bool = False) -> Limit | None:
+        return call_limit(now, started_at=0.0, last_frame_at=last_frame, last_activity_at=last_activity,
+                          agent_playing=playing, idle_timeout_s=30.0, max_call_s=600.0)  # fmt: skip
+
+    assert limit(10.0) is None
+    assert limit(31.0, last_frame=30.0) is Limit.IDLE  # frames flow, but nobody spoke for 31 s
+    assert limit(31.0, last_frame=30.0, playing=True) is None  # the agent is still talking: not idle
+    assert limit(31.0, last_frame=0.5) is Limit.NO_FRAMES  # Twilio went quiet: the stream is dead
+    assert limit(601.0, last_frame=600.0, last_activity=600.0) is Limit.TIME_LIMIT
+    assert limit(601.0, last_frame=1.0, last_activity=600.0) is Limit.NO_FRAMES  # a dead stream beats the limit

@@ -95,7 +95,7 @@ def test_concurrent_status_callbacks_lose_nothing(any_store: CallStore, request:
     events = [StatusEvent(s, NOW + i, i) for i, s in enumerate(statuses) for _ in range(3)]
     with ThreadPoolExecutor(len(events)) as pool:  # every call must succeed: a conflict is retried, never raised
         updates = list(pool.map(lambda e: any_store.apply_status("call-1", e, NOW), events))
-    assert sum(u.history_changed for u in updates) == len(statuses)  # each distinct event lands once, duplicates are no-ops
+    assert sum(u.history_changed for u in updates) == len(statuses)  # each event lands once; duplicates: no-ops
     got = any_store.get_call("call-1", NOW)
     assert got is not None and got.status is CallStatus.IN_PROGRESS
     assert [e.status for e in got.status_history] == [CallStatus.CREATED, *statuses]

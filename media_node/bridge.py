@@ -1,8 +1,8 @@
 """One call: Twilio Media Streams <-> Gemini Live. Thin asyncio around the sans-I/O parts.
 
 Two loops per call: `_from_twilio` (caller audio up, marks, DTMF) and `_from_gemini` (agent audio down,
-barge-in, transcripts, tools, reconnects), plus a one-second watchdog for the time limits. Each Gemini socket
-has a reader that feeds one bounded inbox, so switching sockets on `goAway` is just changing `self.link`.
+barge-in, transcripts, tools, reconnects), plus a one-second watchdog for the time limits. Opening, switching and
+recovering Gemini sessions lives in `session_switching.py`; ending a call on purpose in `call_ending.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from call_state.record import CallRecord, CallStatus, StatusEvent, TranscriptTur
 from media_node.audio import CallAudio
 from media_node.call_ending import CallEnding
 from media_node.conversation import Conversation
-from media_node.gemini_link import GeminiLink, GeminiUnavailable, open_link
+from media_node.gemini_link import GeminiLink, GeminiUnavailable
 from media_node.gemini_session import (
     AgentAudio,
     GeminiEvent,
@@ -34,6 +34,7 @@ from media_node.gemini_session import (
     TurnComplete,
 )
 from media_node.playback import PlaybackTracker
+from media_node.session_switching import SessionSwitching
 from media_node.stream_auth import StreamRefused
 from media_node.twilio_stream import CallerAudio, Dtmf, MarkEchoed, Rejected, Started, Stopped, TwilioStream
 
@@ -51,7 +52,7 @@ class TwilioSocket(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-class CallBridge(CallEnding):
+class CallBridge(SessionSwitching, CallEnding):
     def __init__(self, node: MediaNode, twilio: TwilioSocket) -> None:
         self.node, self.twilio = node, twilio
         self.stream = TwilioStream()
@@ -208,7 +209,7 @@ class CallBridge(CallEnding):
                     continue
                 if self.ending:
                     return
-                if not await self._recover(getattr(link, "closed_reason", "closed")):
+                if not await self._recover(link.closed_reason or "closed"):
                     return
                 continue
             for event in self.session.receive(frame):
@@ -263,69 +264,6 @@ class CallBridge(CallEnding):
         self._store_turns(self.conv.interrupted(time.time(), self.playback.heard_fraction()))
         self.playback.new_turn()
         self.node.metrics.barge_ins.inc()
-
-    # --- Gemini sessions: open, switch on goAway, recover from a drop ---------------------------------------
-    async def _connect(self, resume: bool, history: tuple[TranscriptTurn, ...] = (), greet: bool = False) -> GeminiLink:
-        settings = self.node.settings
-        link = await open_link(
-            settings.gemini_live_url, settings.gemini_api_key, self.session, self.session.setup(resume, history)
-        )
-        self.node.metrics.gemini_connect.observe(link.connect_seconds)
-        self._log(logging.INFO, "Gemini session ready in %.0f ms (resumed=%s)", link.connect_seconds * 1000, resume)
-        self.old_link, self.link = self.link, link
-        asyncio.create_task(self._read(link), name="gemini-reader")  # noqa: RUF006 - ends with its socket
-        for event in link.early_events:
-            await self._on_gemini(event, link)
-        self.ready = True
-        if greet:
-            await self._send_gemini(self.session.greeting())  # the agent speaks first, once per call
-        while self.unsent and self.ready:  # what the caller said while we were connecting
-            pcm = self.unsent.popleft()
-            await self._send_gemini(self.session.audio(pcm), pcm)
-        return link
-
-    async def _read(self, link: GeminiLink) -> None:
-        try:
-            async for frame in link.ws:
-                await self.inbox.put((link, frame))
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            code, reason = link.ws.close_code, link.ws.close_reason
-            link.closed_reason = f"{code} {reason or ''}".strip() if code else "connection lost"  # type: ignore[attr-defined]
-            if not self.ending:
-                await self.inbox.put((link, None))
-
-    async def _switch(self) -> None:
-        """goAway: open the next session with the resumption handle while the old one still works."""
-        try:
-            old = self.link
-            await self._connect(resume=True)
-            self.conv.reconnects += 1
-            self.node.metrics.reconnects.inc()
-            if old is not None and not self.playback.playing:
-                self.old_link = None
-                await old.ws.close()
-        except GeminiUnavailable as exc:
-            self._log(logging.WARNING, "could not open the next session early: %s", exc)
-
-    async def _recover(self, reason: str) -> bool:
-        """The current session dropped: resume it, or start a fresh one that knows the conversation."""
-        self.ready = False
-        self._log(logging.WARNING, "Gemini session closed unexpectedly (%s): reconnecting", reason)
-        attempts: list[tuple[bool, tuple[TranscriptTurn, ...]]] = [(True, ())] if self.session.resume_handle else []
-        attempts.append((False, self.conv.history()))
-        for resume, history in attempts:
-            try:
-                await self._connect(resume=resume, history=history)
-                self.conv.reconnects += 1
-                self.node.metrics.reconnects.inc()
-                return True
-            except GeminiUnavailable as exc:
-                reason = str(exc)
-                self._log(logging.WARNING, "reconnect (resume=%s) failed: %s", resume, exc)
-        await self._fail(f"Gemini session lost and could not be restored: {reason}")
-        return False
 
     # --- small things ---------------------------------------------------------------------------------------
     def _store_turns(self, turns: list[TranscriptTurn]) -> None:

@@ -28,6 +28,7 @@ class GeminiLink:
     ws: ClientConnection
     connect_seconds: float
     early_events: list[GeminiEvent]  # anything that arrived together with setupComplete
+    closed_reason: str = ""  # set by the reader when the socket ends
 
 
 async def open_link(url: str, api_key: str, session: GeminiSession, setup_frame: str) -> GeminiLink:

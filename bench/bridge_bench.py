@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from call_state.record import AgentSettings, CallRecord, Direction  # noqa: E402
 from call_state.sqlite_store import SqliteCallStore  # noqa: E402
 from call_state.tokens import StreamTokens  # noqa: E402
 from tests.standins.gemini_server import GeminiSessionStandIn, GeminiStandIn, tone_pcm24  # noqa: E402
+from tests.standins.processes import free_port, wait_for_port  # noqa: E402
 from tests.standins.twilio_caller import TwilioCaller, tone_ulaw  # noqa: E402
 
 SECRET = "bench-stream-secret-not-real-0123456789"
@@ -42,12 +42,6 @@ MEASURE_S = 4.0
 def bench_call(call_id: str, now: float) -> CallRecord:
     agent = AgentSettings("bench", "Greet.", "Puck", "en-US")
     return CallRecord(call_id, Direction.OUTBOUND, "+15550000000", "+15550000001", agent, now, int(now) + 600)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,17 +70,13 @@ async def start_node(kind: str, gemini_url: str, db: str) -> tuple[subprocess.Po
     else:
         baseline = str(ROOT / "bench" / "baseline_bridge.py")
         cmd = [sys.executable, baseline, "--port", str(port), "--gemini-url", gemini_url]
-    log = open(Path(tempfile.gettempdir()) / f"bench-{kind}-node.log", "ab")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"ws://127.0.0.1:{port}/stream"
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{kind} node did not start")
+    with open(Path(tempfile.gettempdir()) / f"bench-{kind}-node.log", "ab") as log:  # the child keeps its own fd
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+    problem = await asyncio.to_thread(wait_for_port, port, proc, 20)
+    if problem:
+        proc.kill()
+        raise RuntimeError(f"{kind} node {problem}")
+    return proc, f"ws://127.0.0.1:{port}/stream"
 
 
 async def stop_node(proc: subprocess.Popen[bytes]) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 from call_state.dynamo_store import DynamoCallStore
 from call_state.sqlite_store import SqliteCallStore
 from call_state.store import CallStore
+from tests.standins.processes import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,12 +29,6 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fakeSecretForTests")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _var in ("TWILIO_REGION", "TWILIO_EDGE", "AWS_PROFILE"):
     os.environ.pop(_var, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _dynamodb_local_dir() -> str | None:
@@ -60,18 +53,10 @@ def dynamodb_local_endpoint() -> Iterator[str]:
          "-inMemory", "-disableTelemetry", "-port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("DynamoDB Local exited at start")
-            time.sleep(0.05)
-    else:
+    problem = wait_for_port(port, proc, 30)
+    if problem:
         proc.kill()
-        pytest.fail("DynamoDB Local did not start within 30 s")
+        pytest.fail(f"DynamoDB Local {problem}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -70,9 +70,7 @@ def test_systemd_unit_drains_and_is_hardened(tmp_path: Path, mode: str, module: 
     unit = (render(tmp_path, "--mode", mode, "--grace", "600") / "voice-agent.service").read_text()
     assert f"-m {module}" in unit and "KillSignal=SIGTERM" in unit and "TimeoutStopSec=630" in unit
     assert "Restart=on-failure" in unit and "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not available on this machine")
+    analyze = tool("systemd-analyze")
     # verify needs the paths it names to exist: point the unit at a fake app dir with an executable python.
     app = tmp_path / "app"
     (app / ".venv" / "bin").mkdir(parents=True)

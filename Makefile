@@ -11,15 +11,17 @@ BENCH_VENV := bench/.venv
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt
+RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt pyproject.toml
+# What `make check` (and so `make test`) lints and type-checks: every package we ship, the CDK app included.
+TYPED := call_state media_node lambda_api infra all_in_one.py
 
-.PHONY: run test bench setup lint system-deps clean help
+.PHONY: run test check bench setup lint system-deps clean help
 help:
 	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
 	@echo "make test   - install what is missing, then run every test"
 	@echo "make bench  - run the benchmarks and print a table (QUICK=1 for a short run)"
 	@echo "make setup  - developer tools incl. the AWS CDK CLI (then: npx cdk deploy)"
-	@echo "make lint   - ruff + mypy --strict"
+	@echo "make check  - ruff check, ruff format --check, mypy --strict (make test runs it first)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
@@ -28,6 +30,7 @@ $(BIN)/python:
 $(VENV)/.runtime-installed: $(BIN)/python $(RUNTIME_REQS)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
@@ -60,23 +63,30 @@ run: $(VENV)/.runtime-installed
 	$(BIN)/python -m all_in_one
 
 test: $(VENV)/.dev-installed node_modules/.installed system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(TYPED)
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 setup: $(VENV)/.dev-installed node_modules/.installed
 	@echo "Ready. Deploy to AWS with: npx cdk deploy (see README, 'Deploy to AWS')."
 
-lint: $(VENV)/.dev-installed
+check: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict call_state media_node lambda_api
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(TYPED)
+
+lint: check
 
 $(BENCH_VENV)/.installed: $(BIN)/python $(RUNTIME_REQS) bench/requirements-bench.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q -r requirements.txt -r bench/requirements-bench.txt
+	$(BENCH_VENV)/bin/pip install -q --no-deps -e .
 	@touch $@
 
 bench: $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python bench/run.py $(if $(QUICK),--quick,)
+	$(BENCH_VENV)/bin/python -m bench.run $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Transcoding cost, delay and quality: ours vs pipecat 1.x (soxr stream resampler) vs audioop ratecv.
 
-    bench/.venv/bin/python bench/audio_bench.py [--quick]
+    bench/.venv/bin/python -m bench.audio_bench [--quick]
 
 Every method is fed the same 20 ms chunks a call produces: 160 B mu-law from Twilio (-> PCM16 16 kHz for Gemini),
 960 B PCM16 24 kHz from Gemini (-> mu-law 8 kHz for Twilio). State is kept across chunks for all three.
@@ -12,12 +12,9 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from media_node.audio import CallAudio, pcm16_to_ulaw, ulaw_to_pcm16
 
@@ -253,6 +250,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from run import table
+    from bench.run import table
 
     print(table(run(quick="--quick" in sys.argv)))

@@ -1,6 +1,6 @@
 """Bridge latency under load, barge-in and greeting: the real media node process against loopback stand-ins.
 
-    bench/.venv/bin/python bench/bridge_bench.py [--quick]
+    bench/.venv/bin/python -m bench.bridge_bench [--quick]
 
 For each N, N Twilio callers (tests/standins) stream 20 ms frames in real time into `python -m media_node`
 (a subprocess on a free loopback port) which bridges them to a loopback Gemini stand-in in this process.
@@ -23,15 +23,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from call_state.record import AgentSettings, CallRecord, Direction
+from call_state.sqlite_store import SqliteCallStore
+from call_state.tokens import StreamTokens
+from tests.standins.gemini_server import GeminiSessionStandIn, GeminiStandIn, tone_pcm24
+from tests.standins.processes import free_port, wait_for_port
+from tests.standins.twilio_caller import TwilioCaller, tone_ulaw
 
-from call_state.record import AgentSettings, CallRecord, Direction  # noqa: E402
-from call_state.sqlite_store import SqliteCallStore  # noqa: E402
-from call_state.tokens import StreamTokens  # noqa: E402
-from tests.standins.gemini_server import GeminiSessionStandIn, GeminiStandIn, tone_pcm24  # noqa: E402
-from tests.standins.processes import free_port, wait_for_port  # noqa: E402
-from tests.standins.twilio_caller import TwilioCaller, tone_ulaw  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "bench-stream-secret-not-real-0123456789"
 LOUD = tone_ulaw(20, 1000, 12000)
@@ -242,6 +241,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from run import table
+    from bench.run import table
 
     print(table([r for r in run(quick="--quick" in sys.argv) if "plot" not in r]))

@@ -1,6 +1,6 @@
 """Control plane: cold import of the Lambda handler, warm /make-call and status webhook time through Mangum.
 
-    bench/.venv/bin/python bench/control_bench.py [--quick]
+    bench/.venv/bin/python -m bench.control_bench [--quick]
 
 - cold import: `import lambda_api.handler` in a fresh interpreter (what a Lambda cold start pays before the
   first request), median of several runs, and the interpreter start alone for reference.
@@ -23,18 +23,16 @@ from urllib.parse import urlencode
 
 import httpx
 import numpy as np
+from mangum import Mangum
+from twilio.request_validator import RequestValidator
+
+from call_state.settings import Settings
+from call_state.sqlite_store import SqliteCallStore
+from lambda_api.app import create_app
+from lambda_api.rate_limit import TokenBucket
+from tests.standins.twilio_rest import TwilioRestStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mangum import Mangum  # noqa: E402
-from twilio.request_validator import RequestValidator  # noqa: E402
-
-from call_state.settings import Settings  # noqa: E402
-from call_state.sqlite_store import SqliteCallStore  # noqa: E402
-from lambda_api.app import create_app  # noqa: E402
-from lambda_api.rate_limit import TokenBucket  # noqa: E402
-from tests.standins.twilio_rest import TwilioRestStandIn  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "apigw"
 ACCOUNT_SID = "AC" + "7" * 32
@@ -130,6 +128,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from run import table
+    from bench.run import table
 
     print(table(run(quick="--quick" in sys.argv)))

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-SUITES = ["audio_bench", "bridge_bench", "control_bench"]
+SUITES = ["bench.audio_bench", "bench.bridge_bench", "bench.control_bench"]
 COLUMNS = ["ours", "pipecat", "audioop", "baseline"]
 
 

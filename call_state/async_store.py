@@ -46,7 +46,6 @@ class AsyncCallStore:
         now: float,
         *,
         call_sid: str | None = None,
-        stream_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
@@ -55,10 +54,12 @@ class AsyncCallStore:
             call_id,
             now,
             call_sid=call_sid,
-            stream_sid=stream_sid,
             error=error,
             figures=figures,
         )
+
+    async def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
+        await self._run(self.store.claim_stream, call_id, stream_sid, media_node, now)
 
     async def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         await self._run(self.store.add_turn, call_id, turn)

@@ -15,7 +15,15 @@ from typing import Any
 
 from call_state.record import CallFigures, CallRecord, CallStatus, StatusEvent, StreamEvent, TranscriptTurn
 from call_state.status_rules import StatusUpdate, apply_status, history_order
-from call_state.store import MAX_PAGE_SIZE, CallExists, CallNotFound, CallPage, CallStore, IdempotencyClaim
+from call_state.store import (
+    MAX_PAGE_SIZE,
+    CallExists,
+    CallNotFound,
+    CallPage,
+    CallStore,
+    IdempotencyClaim,
+    StreamAlreadyClaimed,
+)
 from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
 
 GSI_NAME = "by_created"
@@ -139,6 +147,8 @@ class DynamoCallStore(CallStore):
     def _head_of(meta: dict[str, Any]) -> dict[str, Any]:
         head: dict[str, Any] = json.loads(meta["head"]["S"])
         head["status"] = meta["status"]["S"]
+        head["stream_sid"] = meta.get("stream_sid", {}).get("S", "")
+        head["media_node"] = meta.get("media_node", {}).get("S", "")
         return head
 
     def get_call(self, call_id: str, now: float) -> CallRecord | None:
@@ -226,11 +236,10 @@ class DynamoCallStore(CallStore):
         now: float,
         *,
         call_sid: str | None = None,
-        stream_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
-        changes = head_changes(call_sid, stream_sid, error, figures)
+        changes = head_changes(call_sid, error, figures)
         for _ in range(MAX_RETRIES):
             meta = self._meta(call_id, now)
             if meta is None:
@@ -250,6 +259,22 @@ class DynamoCallStore(CallStore):
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
         raise RuntimeError(f"update of {call_id} kept conflicting")
+
+    def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=self._key(call_id, "META"),
+                UpdateExpression="SET stream_sid = :s, media_node = :n",
+                ConditionExpression="attribute_exists(pk) AND expires_at > :now AND attribute_not_exists(stream_sid)",
+                ExpressionAttributeValues={":s": _s(stream_sid), ":n": _s(media_node), ":now": _n(now)},
+            )
+        except Exception as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if self._meta(call_id, now) is None:
+                raise CallNotFound(call_id) from None
+            raise StreamAlreadyClaimed(call_id) from None
 
     def _expiry(self, call_id: str) -> int:
         item = self._db.get_item(

@@ -204,7 +204,8 @@ class CallRecord:
     status: CallStatus = CallStatus.CREATED
     status_history: tuple[StatusEvent, ...] = ()
     call_sid: str = ""
-    stream_sid: str = ""
+    stream_sid: str = ""  # set once, by the media node's claim_stream
+    media_node: str = ""  # which media node claimed the stream (its node id)
     metadata: dict[str, Any] = field(default_factory=dict)
     transcript: tuple[TranscriptTurn, ...] = ()
     stream_events: tuple[StreamEvent, ...] = ()
@@ -227,6 +228,7 @@ class CallRecord:
             "status_history": [e.to_dict() for e in self.status_history],
             "call_sid": self.call_sid,
             "stream_sid": self.stream_sid,
+            "media_node": self.media_node,
             "agent": self.agent.to_dict(),
             "metadata": dict(self.metadata),
             "transcript": [t.to_dict() for t in self.transcript],
@@ -248,6 +250,7 @@ class CallRecord:
             status_history=tuple(StatusEvent.from_dict(e) for e in d.get("status_history", [])),
             call_sid=str(d.get("call_sid", "")),
             stream_sid=str(d.get("stream_sid", "")),
+            media_node=str(d.get("media_node", "")),
             agent=AgentSettings.from_dict(d.get("agent", {})),
             metadata=dict(d.get("metadata") or {}),
             transcript=tuple(TranscriptTurn.from_dict(t) for t in d.get("transcript", [])),

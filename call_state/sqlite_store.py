@@ -22,13 +22,14 @@ from call_state.store import (
     CallPage,
     CallStore,
     IdempotencyClaim,
+    StreamAlreadyClaimed,
 )
 from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, created_at REAL NOT NULL, expires_at INTEGER NOT NULL,
-    status TEXT NOT NULL, head TEXT NOT NULL);
+    status TEXT NOT NULL, head TEXT NOT NULL, stream_sid TEXT, media_node TEXT);
 CREATE INDEX IF NOT EXISTS calls_by_created ON calls (created_at DESC, call_id DESC);
 CREATE TABLE IF NOT EXISTS status_events (
     call_id TEXT NOT NULL, status TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (call_id, status));
@@ -52,6 +53,10 @@ class SqliteCallStore(CallStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        for column in ("stream_sid", "media_node"):  # files written by 0.1 lack them
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -80,13 +85,19 @@ class SqliteCallStore(CallStore):
                 self._db.execute("ROLLBACK")
                 raise CallExists(record.call_id) from exc
 
-    def _head(self, call_id: str, now: float) -> dict[str, Any] | None:
-        rows = self._query("SELECT head, status FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now))
-        if not rows:
-            return None
-        head: dict[str, Any] = json.loads(rows[0][0])
-        head["status"] = rows[0][1]
+    @staticmethod
+    def _head_of(row: tuple[Any, ...]) -> dict[str, Any]:
+        head: dict[str, Any] = json.loads(row[0])
+        head.update(status=row[1], stream_sid=row[2], media_node=row[3])
         return head
+
+    def _head(self, call_id: str, now: float) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT head, status, coalesce(stream_sid, ''), coalesce(media_node, '') FROM calls "
+            "WHERE call_id = ? AND expires_at > ?",
+            (call_id, now),
+        )
+        return self._head_of(rows[0]) if rows else None
 
     def get_call(self, call_id: str, now: float) -> CallRecord | None:
         head = self._head(call_id, now)
@@ -109,14 +120,17 @@ class SqliteCallStore(CallStore):
 
     def list_calls(self, now: float, limit: int = 20, cursor: str | None = None) -> CallPage:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
-        sql = "SELECT head, status, created_at, call_id FROM calls WHERE expires_at > ?"
+        sql = (
+            "SELECT head, status, coalesce(stream_sid, ''), coalesce(media_node, ''), created_at, call_id "
+            "FROM calls WHERE expires_at > ?"
+        )
         args: tuple[Any, ...] = (now,)
         if cursor:
             created_at, call_id = decode_cursor(cursor)
             sql += " AND (created_at, call_id) < (?, ?)"
             args += (created_at, call_id)
         rows = self._query(sql + " ORDER BY created_at DESC, call_id DESC LIMIT ?", (*args, limit + 1))
-        calls = [record_from_parts({**json.loads(r[0]), "status": r[1]}, [], [], []) for r in rows[:limit]]
+        calls = [record_from_parts(self._head_of(r), [], [], []) for r in rows[:limit]]
         more = len(rows) > limit
         return CallPage(calls, encode_cursor(calls[-1].created_at, calls[-1].call_id) if more and calls else None)
 
@@ -153,11 +167,10 @@ class SqliteCallStore(CallStore):
         now: float,
         *,
         call_sid: str | None = None,
-        stream_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
-        changes = head_changes(call_sid, stream_sid, error, figures)
+        changes = head_changes(call_sid, error, figures)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
@@ -169,6 +182,18 @@ class SqliteCallStore(CallStore):
             head = {**json.loads(row[0]), **changes}
             self._db.execute("UPDATE calls SET head = ? WHERE call_id = ?", (json.dumps(head), call_id))
             self._db.execute("COMMIT")
+
+    def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
+        claimed = self._execute(
+            "UPDATE calls SET stream_sid = ?, media_node = ? "
+            "WHERE call_id = ? AND expires_at > ? AND stream_sid IS NULL",
+            (stream_sid, media_node, call_id, now),
+        )
+        if claimed:
+            return
+        if self._head(call_id, now) is None:
+            raise CallNotFound(call_id)
+        raise StreamAlreadyClaimed(call_id)
 
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         self._execute(

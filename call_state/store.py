@@ -27,6 +27,10 @@ class CallNotFound(KeyError):
     """The call does not exist or has expired."""
 
 
+class StreamAlreadyClaimed(Exception):
+    """The call already has its media stream: a stream token is good for one stream, once."""
+
+
 @dataclass(frozen=True)
 class IdempotencyClaim:
     """Result of claiming an Idempotency-Key.
@@ -74,11 +78,16 @@ class CallStore(abc.ABC):
         now: float,
         *,
         call_sid: str | None = None,
-        stream_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
     ) -> None:
         """Set the given fields (None leaves a field alone). Raise CallNotFound."""
+
+    @abc.abstractmethod
+    def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
+        """Bind the call to its one media stream: a conditional write that succeeds only while the call has no
+        stream yet, so of any number of concurrent claims exactly one wins. Raise CallNotFound (missing or
+        expired) or StreamAlreadyClaimed (it has a stream already, this one or another)."""
 
     @abc.abstractmethod
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:

@@ -14,23 +14,22 @@ from typing import Any
 from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
 
 _PARTS = ("status_history", "transcript", "stream_events")
+# Fields each backend keeps outside the head, in their own column/attribute, so a conditional write can test them.
+_COLUMNS = ("status", "stream_sid", "media_node")
 
 
 def record_head(record: CallRecord) -> dict[str, Any]:
     head = record.to_dict()
-    for key in _PARTS:
+    for key in _PARTS + _COLUMNS:
         head.pop(key)
     return head
 
 
-def head_changes(
-    call_sid: str | None, stream_sid: str | None, error: str | None, figures: CallFigures | None
-) -> dict[str, Any]:
+def head_changes(call_sid: str | None, error: str | None, figures: CallFigures | None) -> dict[str, Any]:
     """The head fields `update_call` sets: those given (None leaves a field alone)."""
     changes: dict[str, Any] = {
-        name: value for name, value in (("call_sid", call_sid), ("stream_sid", stream_sid), ("error", error))
-        if value is not None
-    }  # fmt: skip
+        name: value for name, value in (("call_sid", call_sid), ("error", error)) if value is not None
+    }
     if figures is not None:
         changes["figures"] = figures.to_dict()
     return changes

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aws_cdk as cdk
 
-import aws_cdk as cdk  # noqa: E402
-
-from infra.nag import add_checks  # noqa: E402
-from infra.stack import VoiceAgentStack  # noqa: E402
+from infra.nag import add_checks
+from infra.stack import VoiceAgentStack
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from call_state import __version__ as VERSION
 from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
 from call_state.store import CallStore
@@ -17,7 +18,6 @@ from lambda_api import calls, webhooks
 from lambda_api.context import ControlContext
 from lambda_api.errors import install_error_handlers
 
-VERSION = "0.1.0"
 log = logging.getLogger("lambda_api.requests")
 
 

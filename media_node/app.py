@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from call_state import __version__ as VERSION
 from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
 from call_state.store import CallStore
@@ -18,7 +19,6 @@ from media_node.bridge import CallBridge
 from media_node.node import MediaNode
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
 
 
 class StarletteTwilioSocket:

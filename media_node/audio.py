@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+BYTES_PER_SECOND = 8000  # mu-law at 8 kHz: one byte per sample
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz
 ULAW_SILENCE = 0xFF
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import websockets
 
 from call_state.record import CallRecord, CallStatus, StatusEvent, TranscriptTurn
+from call_state.store import CallNotFound, StreamAlreadyClaimed
 from media_node.audio import CallAudio
 from media_node.call_ending import CallEnding
 from media_node.conversation import Conversation
@@ -86,6 +87,10 @@ class CallBridge(SessionSwitching, CallEnding):
             self.call_id = call_id
             record = await self.node.store.get_call(call_id, time.time())
             record = self.node.gate.check_start(started, record, time.time())
+            try:
+                await self.node.store.claim_stream(call_id, started.stream_sid, "local", time.time())
+            except (StreamAlreadyClaimed, CallNotFound):
+                raise StreamRefused("this call already had a media stream") from None
         except StreamRefused as exc:
             self._log(logging.WARNING, "stream refused: %s", exc)
             self.node.metrics.rejected.labels(reason=str(exc).split(":")[0][:40]).inc()
@@ -117,10 +122,6 @@ class CallBridge(SessionSwitching, CallEnding):
         self.conv = Conversation(answered_at=time.monotonic())
         self.session = GeminiSession(node.settings.gemini_model, record.agent)
         now = time.time()
-        node.writer.submit(
-            "stream ids", lambda: node.store.update_call(record.call_id, now, stream_sid=started.stream_sid,
-                                                          call_sid=started.call_sid)
-        )  # fmt: skip
         event = StatusEvent(CallStatus.IN_PROGRESS, now, None, "media")
         node.writer.submit("in-progress", lambda: node.store.apply_status(record.call_id, event, now))
         self._log(logging.INFO, "stream %s started, opening Gemini", started.stream_sid)

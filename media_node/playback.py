@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-FRAME_BYTES = 160
-BYTES_PER_SECOND = 8000
+from media_node.audio import BYTES_PER_SECOND
 
 
 @dataclass

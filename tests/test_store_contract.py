@@ -18,7 +18,7 @@ from call_state.record import (
     StreamEvent,
     TranscriptTurn,
 )
-from call_state.store import CallExists, CallNotFound, CallStore
+from call_state.store import CallExists, CallNotFound, CallStore, StreamAlreadyClaimed
 
 NOW = 1_800_000_000.0
 AGENT = AgentSettings("Be brief.", "Say hello.", "Puck", "en-US")
@@ -105,7 +105,8 @@ def test_concurrent_status_callbacks_lose_nothing(backend: str, request: pytest.
 def test_update_fields_turns_and_stream_events(any_store: CallStore) -> None:
     any_store.create_call(make_record())
     figures = CallFigures(412.5, 2, 61.2, 40.0, 1)
-    any_store.update_call("call-1", NOW, call_sid="CA" + "1" * 32, stream_sid="MZ" + "2" * 32)
+    any_store.update_call("call-1", NOW, call_sid="CA" + "1" * 32)
+    any_store.claim_stream("call-1", "MZ" + "2" * 32, "node-a", NOW)
     any_store.update_call("call-1", NOW, figures=figures, error="gemini closed 1011")
     for i in (2, 0, 1):
         any_store.add_turn("call-1", TranscriptTurn(i, "agent" if i % 2 == 0 else "caller", f"t{i}", NOW + i, i == 2))
@@ -183,3 +184,37 @@ def test_concurrent_claims_have_one_winner(any_store: CallStore) -> None:
     for t in threads:
         t.join()
     assert results.count(True) == 1 and len(results) == 20
+
+
+def test_a_stream_is_claimed_once(any_store: CallStore) -> None:
+    any_store.create_call(make_record())
+    any_store.create_call(make_record("short", ttl=10))
+    any_store.claim_stream("call-1", "MZ" + "a" * 32, "node-a", NOW)
+    for stream_sid in ("MZ" + "a" * 32, "MZ" + "b" * 32):  # a replay of the same start, or a second stream
+        with pytest.raises(StreamAlreadyClaimed):
+            any_store.claim_stream("call-1", stream_sid, "node-b", NOW)
+    any_store.update_call("call-1", NOW, error="later writes leave the claim alone")
+    got = any_store.get_call("call-1", NOW)
+    assert got is not None and (got.stream_sid, got.media_node) == ("MZ" + "a" * 32, "node-a")
+    listed = any_store.list_calls(NOW).calls
+    assert {c.call_id: c.stream_sid for c in listed}["call-1"] == "MZ" + "a" * 32
+    with pytest.raises(CallNotFound):
+        any_store.claim_stream("nope", "MZ" + "c" * 32, "node-a", NOW)
+    with pytest.raises(CallNotFound):
+        any_store.claim_stream("short", "MZ" + "c" * 32, "node-a", NOW + 10)  # expired: gone, not claimable
+
+
+def test_concurrent_stream_claims_have_one_winner(any_store: CallStore) -> None:
+    any_store.create_call(make_record())
+
+    def claim(i: int) -> str:
+        try:
+            any_store.claim_stream("call-1", f"MZ{i:032d}", f"node-{i}", NOW)
+            return f"MZ{i:032d}"
+        except StreamAlreadyClaimed:
+            return ""
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [sid for sid in pool.map(claim, range(8)) if sid]
+    got = any_store.get_call("call-1", NOW)
+    assert len(winners) == 1 and got is not None and got.stream_sid == winners[0]

@@ -20,9 +20,9 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from media_node.audio import FRAME_BYTES as FRAME
 from media_node.audio import pcm16_to_ulaw
 
-FRAME = 160
 SILENCE = b"\xff" * FRAME
 
 

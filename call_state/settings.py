@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from call_state.numbers import ascii_int
+
 DEFAULT_GEMINI_MODEL = "gemini-3.8-live"
 DEFAULT_GEMINI_LIVE_URL = (
     "wss://generativelanguage.googleapis.com/ws/"
@@ -99,10 +101,11 @@ class _Parser:
         raw = self.text(name)
         if not raw:
             return default
-        if not raw.isdigit() or not lo <= int(raw) <= hi:
+        value = ascii_int(raw)
+        if value is None or not lo <= value <= hi:
             self.errors.append(f"{name} must be an integer {lo}-{hi}, got {raw!r}")
             return default
-        return int(raw)
+        return value
 
     def url(self, name: str, default: str, schemes: tuple[str, ...], allow_local: bool = False) -> str:
         value = self.text(name, default).rstrip("/")

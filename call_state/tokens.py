@@ -13,6 +13,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from call_state.numbers import ascii_int
+
 DEFAULT_TOKEN_TTL_SECONDS = 300  # Twilio opens the stream right after fetching TwiML
 
 
@@ -40,9 +42,9 @@ class StreamTokens:
     def verify(self, token: str, call_id: str, now: float) -> None:
         """Raise TokenError unless `token` was minted for `call_id` and has not expired."""
         expiry_text, sep, signature = token.partition(".")
-        if not sep or not expiry_text.isdigit() or len(expiry_text) > 12 or not signature:
+        expiry = ascii_int(expiry_text, max_digits=12)
+        if not sep or expiry is None or not signature or not signature.isascii():
             raise TokenError("malformed token")
-        expiry = int(expiry_text)
         # Compare before checking expiry so timing does not reveal which check failed.
         valid = hmac.compare_digest(signature.encode(), self._sign(call_id, expiry).encode())
         if not valid:

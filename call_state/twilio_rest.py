@@ -16,6 +16,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from call_state.numbers import ascii_int
+
 log = logging.getLogger(__name__)
 
 CALL_ALREADY_ENDED = 20404
@@ -79,7 +81,7 @@ class TwilioRestClient:
             code = body.get("code")
             raise TwilioError(
                 response.status_code,
-                int(code) if isinstance(code, int | str) and str(code).isdigit() else None,
+                ascii_int(code),
                 str(body.get("message") or response.reason_phrase or "error"),
             )
         return body

@@ -11,6 +11,7 @@ import secrets
 
 from fastapi import APIRouter, Request, Response
 
+from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent, StreamEvent
 from call_state.status_rules import parse_twilio_status
 from call_state.store import CallNotFound
@@ -64,7 +65,7 @@ async def status(call_id: str, request: Request) -> Response:
     seq_text = _text(form, "SequenceNumber")
     details = [f"{k}={_text(form, k)}" for k in ("SipResponseCode", "CallDuration", "AnsweredBy", "ErrorCode")
                if _text(form, k)]  # fmt: skip
-    event = StatusEvent(reported, ctx.clock(), int(seq_text) if seq_text.isdigit() else None, "twilio",
+    event = StatusEvent(reported, ctx.clock(), ascii_int(seq_text), "twilio",
                         " ".join(details)[:500])  # fmt: skip
     try:
         update = await ctx.store.apply_status(call_id[:128], event, ctx.clock())

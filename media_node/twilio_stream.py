@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from call_state.numbers import ascii_int
+
 # A 20 ms frame is ~330 characters of JSON; 64 KiB leaves room for any real frame and bounds the work.
 MAX_FRAME_CHARS = 64 * 1024
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -141,7 +143,8 @@ class TwilioStream:
         except (binascii.Error, ValueError):
             return [Rejected("media payload is not base64")]
         stamp = _text(media, "timestamp")
-        return [CallerAudio(ulaw, int(stamp) if stamp.isdigit() else -1)]
+        timestamp = ascii_int(stamp)
+        return [CallerAudio(ulaw, -1 if timestamp is None else timestamp)]
 
     # --- frames we send -------------------------------------------------------------------------------------
     def media(self, ulaw: bytes) -> str:

@@ -40,3 +40,9 @@ def test_malformed_tokens_raise_token_error(bad: str) -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(ValueError):
         StreamTokens(b"short")
+
+
+@pytest.mark.parametrize("token", ["².abc", "١٢٣.abc", "123", ".abc", "1" * 13 + ".abc", "123.sig\u00e9"])
+def test_malformed_tokens_are_token_errors_never_crashes(token: str) -> None:
+    with pytest.raises(TokenError, match="malformed"):
+        StreamTokens(b"x" * 32).verify(token, "call-1", 1_800_000_000)

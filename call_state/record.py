@@ -49,6 +49,7 @@ _RANK = {
 class Direction(enum.StrEnum):
     OUTBOUND = "outbound"
     INBOUND = "inbound"
+    BROWSER = "browser"  # a call from the web console: no Twilio, the page speaks the Media Streams protocol
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,18 @@ class StarletteTwilioSocket:
 
 def media_routes(node: MediaNode) -> list[Route | WebSocketRoute]:
     async def stream(ws: WebSocket) -> None:
+        await _bridge(ws, browser=False)
+
+    async def browser_stream(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin", "")
+        if origin not in node.console_origins:  # cross-site WebSocket hijacking: only the console may open it
+            log.warning("browser stream refused at upgrade: Origin %r is not the console's", origin[:80])
+            node.metrics.rejected.labels(reason="foreign origin").inc()
+            await ws.close(1008, "origin not allowed")  # before accept: the upgrade is answered 403
+            return
+        await _bridge(ws, browser=True)
+
+    async def _bridge(ws: WebSocket, browser: bool) -> None:
         refusal = node.admit()
         if refusal:
             log.warning("stream refused at upgrade: %s", refusal)
@@ -71,7 +83,7 @@ def media_routes(node: MediaNode) -> list[Route | WebSocketRoute]:
         node.call_started()
         outcome = "error"
         try:
-            outcome = await CallBridge(node, StarletteTwilioSocket(ws)).run(dict(ws.headers))
+            outcome = await CallBridge(node, StarletteTwilioSocket(ws), browser=browser).run(dict(ws.headers))
         except Exception:
             log.exception("stream handler crashed")
             raise
@@ -85,7 +97,12 @@ def media_routes(node: MediaNode) -> list[Route | WebSocketRoute]:
     async def metrics(request: Request) -> Response:
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return [WebSocketRoute("/stream", stream), Route("/healthz", healthz), Route("/metrics", metrics)]
+    return [
+        WebSocketRoute("/stream", stream),
+        WebSocketRoute("/browser-stream", browser_stream),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+    ]
 
 
 def create_media_app(

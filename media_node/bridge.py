@@ -54,8 +54,8 @@ class TwilioSocket(Protocol):
 
 
 class CallBridge(SessionSwitching, CallEnding):
-    def __init__(self, node: MediaNode, twilio: TwilioSocket) -> None:
-        self.node, self.twilio = node, twilio
+    def __init__(self, node: MediaNode, twilio: TwilioSocket, *, browser: bool = False) -> None:
+        self.node, self.twilio, self.browser = node, twilio, browser
         self.stream = TwilioStream()
         self.audio = CallAudio()
         self.playback = PlaybackTracker()
@@ -78,7 +78,8 @@ class CallBridge(SessionSwitching, CallEnding):
     async def run(self, upgrade_headers: dict[str, str]) -> str:
         """Bridge until either side ends; returns the outcome for metrics."""
         try:
-            self.node.gate.check_upgrade(upgrade_headers)
+            if not self.browser:  # a browser has no Twilio signature: its Origin was checked at the upgrade
+                self.node.gate.check_upgrade(upgrade_headers)
             started = await self._wait_for_start()
             if started is None:
                 return "no_start"
@@ -86,7 +87,7 @@ class CallBridge(SessionSwitching, CallEnding):
             call_id = self.node.gate.call_id(started)
             self.call_id = call_id
             record = await self.node.store.get_call(call_id, time.time())
-            record = self.node.gate.check_start(started, record, time.time())
+            record = self.node.gate.check_start(started, record, time.time(), browser=self.browser)
             try:
                 await self.node.store.claim_stream(call_id, started.stream_sid, "local", time.time())
             except (StreamAlreadyClaimed, CallNotFound):
@@ -152,6 +153,9 @@ class CallBridge(SessionSwitching, CallEnding):
             self._store_turn(turn)
         figures = self.conv.figures()
         node.writer.submit("figures", lambda: node.store.update_call(call_id, time.time(), figures=figures))
+        if self.browser:  # no Twilio status callback will ever say a browser call is over
+            done = StatusEvent(CallStatus.COMPLETED, time.time(), None, "media")
+            node.writer.submit("completed", lambda: node.store.apply_status(call_id, done, done.at))
         await self.twilio.close(1000, "call ended")
         self._log(logging.INFO, "ended (%s): %s", self.outcome, figures)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
@@ -16,6 +17,14 @@ from media_node.store_writer import StoreWriter
 from media_node.stream_auth import StreamGate
 
 log = logging.getLogger(__name__)
+
+
+def console_origins(settings: Settings) -> frozenset[str]:
+    """Origins whose pages may open /browser-stream: the console's (PUBLIC_URL), and loopback for `make run`."""
+    parts = urlsplit(settings.public_url)
+    origins = {f"{parts.scheme}://{parts.netloc}"}
+    origins |= {f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost")}
+    return frozenset(origins)
 
 
 class MediaNode:
@@ -41,6 +50,7 @@ class MediaNode:
         )
         if self.gate.tokens is None:
             log.error("STREAM_TOKEN_SECRET is not set: every media stream will be refused")
+        self.console_origins = console_origins(settings)
         self.metrics = MediaMetrics()
         self.writer = StoreWriter()
         self.active_calls = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twilio.request_validator import RequestValidator
 
-from call_state.record import CallRecord
+from call_state.record import CallRecord, Direction
 from call_state.tokens import StreamTokens, TokenError
 from media_node.twilio_stream import Started
 
@@ -48,7 +48,9 @@ class StreamGate:
             raise StreamRefused("start has no call_id parameter")
         return call_id
 
-    def check_start(self, started: Started, record: CallRecord | None, now: float) -> CallRecord:
+    def check_start(
+        self, started: Started, record: CallRecord | None, now: float, *, browser: bool = False
+    ) -> CallRecord:
         if self.tokens is None:
             raise StreamRefused("STREAM_TOKEN_SECRET is not configured: refusing every stream")
         call_id = self.call_id(started)
@@ -58,7 +60,9 @@ class StreamGate:
             raise StreamRefused(f"bad stream token: {exc}") from None
         if record is None:
             raise StreamRefused("no such call (or it expired)")
-        if self.account_sid and started.account_sid != self.account_sid:
+        if (record.direction is Direction.BROWSER) != browser:
+            raise StreamRefused("browser calls use /browser-stream, phone calls /stream")
+        if not browser and self.account_sid and started.account_sid != self.account_sid:
             raise StreamRefused("start.accountSid is not our Twilio account")
         if record.stream_sid and record.stream_sid != started.stream_sid:
             raise StreamRefused("this call already had a media stream")

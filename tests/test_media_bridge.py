@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from call_state import __version__
-from call_state.record import CallStatus
+from call_state.record import CallStatus, Direction
 from tests.standins.gemini_server import GeminiStandIn, tone_pcm24
 from tests.standins.media_harness import media_node
 from tests.standins.twilio_caller import tone_ulaw
@@ -293,3 +293,27 @@ async def test_twenty_concurrent_calls(tmp_path: Path) -> None:
             await c.stop()
         await asyncio.sleep(0.5)
         assert (await h.get("/healthz")).json()["active_calls"] == 0
+
+
+async def test_browser_call_needs_the_console_origin_and_its_own_route(tmp_path: Path) -> None:
+    async with GeminiStandIn(reply_ms=300) as gemini, media_node(gemini.url, tmp_path) as h:
+        console = f"http://127.0.0.1:{h.settings.port}"
+        h.new_call("web-1", Direction.BROWSER)
+        h.new_call("phone-1")
+        with pytest.raises(InvalidStatus) as refused:  # cross-site WebSocket hijacking: 403 at the upgrade
+            await h.caller("web-1", browser_origin="https://evil.example").connect()
+        assert refused.value.response.status_code == 403
+        wrong_route = await h.caller("web-1", n=1).connect()  # a browser call's token on Twilio's route
+        assert await wrong_route.wait_closed() == 1008
+        phone_on_browser = await h.caller("phone-1", n=2, browser_origin=console).connect()
+        assert await phone_on_browser.wait_closed() == 1008
+        assert gemini.sessions == []
+        h.new_call("web-2", Direction.BROWSER)
+        page = await h.caller("web-2", n=3, browser_origin=console).connect()
+        await gemini.session(0)
+        await page.wait_for(lambda: len(page.played) >= 300 * 8 - 160)
+        await page.stop()
+        await page.wait_closed()
+        await h.calls_done()
+        record = h.store.get_call("web-2", time.time())
+        assert record is not None and record.status is CallStatus.COMPLETED  # no Twilio callback will say so

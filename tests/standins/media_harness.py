@@ -55,11 +55,11 @@ class MediaHarness:
     rest: TwilioRestRecorder
     tokens: StreamTokens = field(default_factory=lambda: StreamTokens(SECRET.encode()))
 
-    def new_call(self, call_id: str, **agent: Any) -> CallRecord:
+    def new_call(self, call_id: str, direction: Direction = Direction.OUTBOUND, **agent: Any) -> CallRecord:
         now = time.time()
         record = CallRecord(
             call_id=call_id,
-            direction=Direction.OUTBOUND,
+            direction=direction,
             to="+15551230000",
             from_="+15559870000",
             agent=AgentSettings(
@@ -85,9 +85,13 @@ class MediaHarness:
                 await asyncio.sleep(0.02)
         await self.node.writer.flush()
 
-    def caller(self, call_id: str, *, token: str | None = None, n: int = 0) -> TwilioCaller:
+    def caller(
+        self, call_id: str, *, token: str | None = None, n: int = 0, browser_origin: str | None = None
+    ) -> TwilioCaller:
+        """A phone caller on /stream, or (with `browser_origin`) a console page on /browser-stream."""
         return TwilioCaller(
-            self.url,
+            self.url if browser_origin is None else self.url.replace("/stream", "/browser-stream"),
+            origin=browser_origin,
             call_id=call_id,
             token=self.tokens.mint(call_id, time.time()) if token is None else token,
             stream_sid=f"MZ{n:032d}",

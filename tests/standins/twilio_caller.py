@@ -40,6 +40,7 @@ class TwilioCaller:
     call_sid: str = "CA" + "0" * 32
     account_sid: str = "AC" + "0" * 32
     signature: str | None = None
+    origin: str | None = None  # a browser sends its page's Origin
     ws: ClientConnection | None = None
     received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     played: bytearray = field(default_factory=bytearray)
@@ -55,6 +56,8 @@ class TwilioCaller:
 
     async def connect(self, start: bool = True) -> TwilioCaller:
         headers = {"x-twilio-signature": self.signature} if self.signature is not None else {}
+        if self.origin is not None:
+            headers["Origin"] = self.origin
         self.ws = await connect(self.url, additional_headers=headers, compression=None)
         self._tasks.append(asyncio.create_task(self._receive()))
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})

@@ -15,7 +15,7 @@ from starlette.routing import Mount
 from call_state.settings import Settings, startup_settings
 from call_state.store import CallStore, open_store
 from lambda_api.app import create_app
-from media_node.app import media_routes
+from media_node.app import media_routes, node_lifespan
 from media_node.node import MediaNode
 from media_node.server import run
 
@@ -38,7 +38,7 @@ def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNod
     """Media routes first (/stream, /healthz with active calls and drain state, /metrics), then the control API."""
     node = MediaNode(settings, store)
     control = create_app(settings, node.store, twilio=node.twilio)
-    app = Starlette(routes=[*media_routes(node), Mount("/", app=control)])
+    app = Starlette(routes=[*media_routes(node), Mount("/", app=control)], lifespan=node_lifespan(node))  # type: ignore[arg-type]
     app.state.node = node
     return app, node
 

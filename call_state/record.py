@@ -139,8 +139,9 @@ class TranscriptTurn:
     index: int
     role: str  # "caller" | "agent"
     text: str
-    at: float
+    at: float  # when the turn began
     interrupted: bool = False
+    partial: bool = False  # still being spoken: rewritten (same index) as it grows, then once more when whole
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +150,7 @@ class TranscriptTurn:
             "text": self.text,
             "at": self.at,
             "interrupted": self.interrupted,
+            "partial": self.partial,
         }
 
     @classmethod
@@ -159,6 +161,7 @@ class TranscriptTurn:
             text=str(d["text"]),
             at=float(d["at"]),
             interrupted=bool(d.get("interrupted", False)),
+            partial=bool(d.get("partial", False)),
         )
 
 

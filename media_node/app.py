@@ -1,94 +1,52 @@
-"""The media node as an ASGI app: WS /stream, GET /healthz, GET /metrics (Starlette, served by uvicorn)."""
+"""The media node as an ASGI app: WS /stream (Twilio), WS /browser-stream (the console), /healthz, /metrics."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from call_state import __version__ as VERSION
 from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.twilio_rest import TwilioRestClient
-from media_node.bridge import CallBridge
+from media_node.gemini_connection import GeminiConnector
 from media_node.node import MediaNode
+from media_node.stream_handler import handle_stream
+from media_node.twilio_socket import StarletteTwilioSocket
 
 log = logging.getLogger(__name__)
 
 
-class StarletteTwilioSocket:
-    """Adapts Starlette's WebSocket to the bridge's TwilioSocket; closing twice is harmless."""
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-        self.closed = False
-
-    async def receive_frame(self) -> str | bytes | None:
-        if self.closed:
-            return None
-        try:
-            message = await self.ws.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            return None
-        if message["type"] == "websocket.disconnect":
-            self.closed = True
-            return None
-        text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
-
-    async def send(self, text: str) -> None:
-        if not self.closed:
-            try:
-                await self.ws.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self.closed = True
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.closed or self.ws.application_state == WebSocketState.DISCONNECTED:
-            self.closed = True
-            return
-        self.closed = True
-        try:
-            await self.ws.close(code, reason)
-        except (RuntimeError, OSError):
-            pass
-
-
 def media_routes(node: MediaNode) -> list[Route | WebSocketRoute]:
     async def stream(ws: WebSocket) -> None:
-        await _bridge(ws, browser=False)
+        await _serve(ws, browser=False)
 
     async def browser_stream(ws: WebSocket) -> None:
         origin = ws.headers.get("origin", "")
         if origin not in node.console_origins:  # cross-site WebSocket hijacking: only the console may open it
             log.warning("browser stream refused at upgrade: Origin %r is not the console's", origin[:80])
-            node.metrics.rejected.labels(reason="foreign origin").inc()
+            node.metrics.rejected.labels(reason="foreign_origin").inc()
             await ws.close(1008, "origin not allowed")  # before accept: the upgrade is answered 403
             return
-        await _bridge(ws, browser=True)
+        await _serve(ws, browser=True)
 
-    async def _bridge(ws: WebSocket, browser: bool) -> None:
-        refusal = node.admit()
+    async def _serve(ws: WebSocket, browser: bool) -> None:
+        refusal = node.accept_socket()
         if refusal:
             log.warning("stream refused at upgrade: %s", refusal)
-            node.metrics.rejected.labels(reason=refusal).inc()
+            node.metrics.rejected.labels(reason=refusal.replace(" ", "_")).inc()
             await ws.close(1013, refusal)  # before accept: the upgrade is answered 403
             return
         await ws.accept()
-        node.call_started()
-        outcome = "error"
-        try:
-            outcome = await CallBridge(node, StarletteTwilioSocket(ws), browser=browser).run(dict(ws.headers))
-        except Exception:
-            log.exception("stream handler crashed")
-            raise
-        finally:
-            node.call_ended(outcome)
+        await handle_stream(node, StarletteTwilioSocket(ws), ws.headers, browser)
 
     async def healthz(request: Request) -> Response:
         status, body = node.health()
@@ -105,10 +63,25 @@ def media_routes(node: MediaNode) -> list[Route | WebSocketRoute]:
     ]
 
 
+def node_lifespan(node: MediaNode) -> object:
+    """Starlette lifespan: the node's background work runs while the server does."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with node.running():
+            yield
+
+    return lifespan
+
+
 def create_media_app(
-    settings: Settings, store: CallStore | AsyncCallStore, *, twilio: TwilioRestClient | None = None
+    settings: Settings,
+    store: CallStore | AsyncCallStore,
+    *,
+    twilio: TwilioRestClient | None = None,
+    connector: GeminiConnector | None = None,
 ) -> Starlette:
-    node = MediaNode(settings, store, twilio)
-    app = Starlette(routes=media_routes(node))
+    node = MediaNode(settings, store, twilio, connector)
+    app = Starlette(routes=media_routes(node), lifespan=node_lifespan(node))  # type: ignore[arg-type]
     app.state.node = node
     return app

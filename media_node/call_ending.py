@@ -1,28 +1,28 @@
-"""How a call ends on purpose: the agent's `end_call` tool, MAX_CALL_SECONDS, IDLE_TIMEOUT_SECONDS, Gemini failure.
+"""How a call ends on purpose: the agent's `end_call`, MAX_CALL_SECONDS, IDLE_TIMEOUT_SECONDS, a Gemini failure.
 
-`call_limit` is the rule, pure (times passed in). `CallEnding` is the part of `CallBridge` that acts on it: ask the
-agent for a short goodbye, let it play out (bounded), hang up through Twilio's REST API, close the stream.
+`call_limit` is the rule, pure (times passed in). `CallEnding` acts on it: a timer that wakes at the next
+deadline (not a polling loop); a goodbye (ask the agent for one, wait for its turn to complete and to be played,
+bounded), then the hang-up through Twilio's REST API with the record's own call SID, never one from the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import logging
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from call_state.record import CallRecord, CallStatus, StatusEvent
-from media_node.gemini_session import GeminiSession, ToolCall
-from media_node.playback import PlaybackTracker
-
-if TYPE_CHECKING:
-    from media_node.bridge import TwilioSocket
-    from media_node.node import MediaNode
+from media_node.agent_playout import AgentPlayout
+from media_node.call_context import CallContext
+from media_node.call_phase import CallLifecycle, CallOutcome
+from media_node.gemini_sessions import GeminiSessions
+from media_node.task_scope import TaskScope
 
 GOODBYE_GRACE_S = 12.0  # longest we wait for a goodbye to be said and played before hanging up
 LIMIT_PROMPT = "[The call has reached its time limit. Say a short, polite goodbye now.]"
 IDLE_PROMPT = "[The caller has been silent for a while. Say a short, polite goodbye now.]"
+
+Hangup = Callable[[str], Awaitable[object]]  # TwilioRestClient.hangup
 
 
 class Limit(enum.Enum):
@@ -51,90 +51,104 @@ def call_limit(
     return None
 
 
+@dataclass(frozen=True)
+class Limits:
+    idle_timeout_s: float
+    max_call_s: float
+
+
 class CallEnding:
-    """Mixed into CallBridge; the attributes below are the bridge's."""
+    def __init__(
+        self,
+        ctx: CallContext,
+        lifecycle: CallLifecycle,
+        limits: Limits,
+        playout: AgentPlayout,
+        sessions: GeminiSessions,
+        scope: TaskScope,
+        finish: Callable[[CallOutcome, str], None],
+        hangup: Hangup | None,
+        call_sid: Callable[[], Awaitable[str]],
+        record_failure: Callable[[str], None],
+    ) -> None:
+        self._ctx, self._lifecycle, self._limits = ctx, lifecycle, limits
+        self._playout, self._sessions, self._scope, self._finish = playout, sessions, scope, finish
+        self._hangup, self._call_sid, self._record_failure = hangup, call_sid, record_failure
+        self._started = self._last_frame = self._last_activity = ctx.monotonic()
+        self._turn_done = asyncio.Event()
 
-    node: MediaNode
-    twilio: TwilioSocket
-    record: CallRecord
-    session: GeminiSession
-    playback: PlaybackTracker
-    call_sid: str
-    outcome: str
-    closing: bool
-    turns_done: int
-    last_frame_at: float
-    last_activity_at: float
+    # --- what the bridge reports ----------------------------------------------------------------------------
+    def frame_received(self) -> None:
+        self._last_frame = self._ctx.monotonic()
 
-    if TYPE_CHECKING:
+    def activity(self) -> None:
+        """Someone spoke: the caller (a transcript) or the agent (audio sent)."""
+        self._last_activity = self._ctx.monotonic()
 
-        def _log(self, level: int, msg: str, *args: object, exc_info: BaseException | None = None) -> None: ...
-        async def _send_gemini(self, frame: str, pcm16k: bytes | None = None) -> None: ...
+    def turn_completed(self) -> None:
+        self._turn_done.set()
 
-    async def _fail(self, reason: str) -> None:
-        """Gemini refused or vanished: say why in the record, and do not leave the caller in silence."""
-        self.outcome = "gemini_failed"
-        self._log(logging.ERROR, "failing the call: %s", reason)
-        node, call_id, now = self.node, self.record.call_id, time.time()
-        event = StatusEvent(CallStatus.FAILED, now, None, "media", reason[:500])
-        node.writer.submit("failed", lambda: node.store.apply_status(call_id, event, now))
-        node.writer.submit("error", lambda: node.store.update_call(call_id, now, error=reason[:1000]))
-        await self._hang_up()
+    # --- ending on purpose ----------------------------------------------------------------------------------
+    def say_goodbye(self, outcome: CallOutcome, reason: str, prompt: str | None = None) -> None:
+        """End politely: ask for a goodbye (`prompt`; None when the agent already said it), let it play, hang up."""
+        if self._lifecycle.begin_goodbye(outcome, reason):
+            self._ctx.log.info("%s: saying goodbye", reason)
+            self._scope.spawn(self._goodbye(prompt), name="goodbye")
 
-    async def _tool_call(self, call: ToolCall) -> None:
-        if call.name != "end_call":
-            await self._send_gemini(self.session.tool_response(call.call_id, call.name, {"error": "unknown tool"}))
-            return
-        self._log(logging.INFO, "agent ended the call (%s)", str(call.args.get("reason", ""))[:100])
-        await self._send_gemini(self.session.tool_response(call.call_id, call.name, {"result": "ok"}))
-        asyncio.create_task(self._end_after_goodbye(), name="end-call")  # noqa: RUF006
+    async def _goodbye(self, prompt: str | None) -> None:
+        try:
+            async with asyncio.timeout(GOODBYE_GRACE_S):
+                if prompt is not None:
+                    self._turn_done.clear()
+                    if await self._sessions.send_text(prompt):
+                        await self._turn_done.wait()
+                await self._playout.wait_idle()
+        except TimeoutError:
+            self._ctx.log.info("goodbye not finished within %.0f s: hanging up", GOODBYE_GRACE_S)
+        await self.hang_up(self._lifecycle.outcome or CallOutcome.COMPLETED, self._lifecycle.reason)
 
-    async def _end_after_goodbye(self, say: str | None = None) -> None:
-        """End politely: optionally ask for a goodbye, let it play out (bounded), then hang up."""
-        if self.closing:
-            return
-        self.closing = True
-        deadline = time.monotonic() + GOODBYE_GRACE_S
-        if say:
-            turns = self.turns_done
-            await self._send_gemini(self.session.text(say))
-            while self.turns_done == turns and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        while self.playback.playing and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self._hang_up()
-
-    async def _hang_up(self) -> None:
-        client = self.node.twilio
-        if client is not None and self.call_sid.startswith("CA"):
+    async def hang_up(self, outcome: CallOutcome, reason: str) -> None:
+        """End the phone call through Twilio (closing the stream alone would run the TwiML after <Connect>)."""
+        sid = await self._call_sid() if self._hangup is not None else ""
+        if sid and self._hangup is not None:
             try:
-                await client.hangup(self.call_sid)
+                await self._hangup(sid)
             except Exception as exc:  # Twilio down: closing the socket still ends <Connect>
-                self._log(logging.WARNING, "hang-up through Twilio failed: %s", exc)
-        await self.twilio.close(1000, "call ended")
+                self._ctx.log.warning("hang-up through Twilio failed: %s", str(exc)[:200])
+        self._finish(outcome, reason)
 
-    async def _watchdog(self) -> None:
-        """Check the limits once a second; returns (ending the bridge) only when Twilio stopped sending frames."""
-        settings = self.node.settings
-        started = time.monotonic()
+    async def fail(self, reason: str) -> None:
+        """Gemini refused or vanished: say why in the record, and do not leave the caller in silence."""
+        self._ctx.log.error("failing the call: %s", reason[:300])
+        self._record_failure(reason)
+        await self.hang_up(CallOutcome.GEMINI_FAILED, reason)
+
+    # --- the limits timer -----------------------------------------------------------------------------------
+    async def watch(self) -> None:
+        """Wake at the next deadline; ends the call itself only when Twilio stopped sending frames."""
+        idle, max_s = self._limits.idle_timeout_s, self._limits.max_call_s
         while True:
-            await asyncio.sleep(1.0)
-            limit = call_limit(
-                time.monotonic(),
-                started_at=started,
-                last_frame_at=self.last_frame_at,
-                last_activity_at=self.last_activity_at,
-                agent_playing=self.playback.playing,
-                idle_timeout_s=settings.idle_timeout_seconds,
-                max_call_s=settings.max_call_seconds,
-            )
+            now = self._ctx.monotonic()
+            limit = call_limit(now, started_at=self._started, last_frame_at=self._last_frame,
+                               last_activity_at=self._last_activity, agent_playing=self._playout.playing,
+                               idle_timeout_s=idle, max_call_s=max_s)  # fmt: skip
             if limit is Limit.NO_FRAMES:
-                self._log(logging.WARNING, "no frames from Twilio for %d s: ending", settings.idle_timeout_seconds)
-                self.outcome = "idle"
+                self._ctx.log.warning("no frames from Twilio for %.0f s: ending", idle)
+                self._finish(CallOutcome.LIMIT, "no frames from Twilio")
                 return
-            if limit is None or self.closing:
-                continue
-            self._log(logging.INFO, "%s reached: saying goodbye", limit.value)
-            self.outcome = limit.value
-            prompt = LIMIT_PROMPT if limit is Limit.TIME_LIMIT else IDLE_PROMPT
-            asyncio.create_task(self._end_after_goodbye(prompt))  # noqa: RUF006
+            if limit is Limit.TIME_LIMIT:
+                self.say_goodbye(CallOutcome.LIMIT, "time limit reached", LIMIT_PROMPT)
+            elif limit is Limit.IDLE:
+                self.say_goodbye(CallOutcome.LIMIT, "caller silent", IDLE_PROMPT)
+            hard = min(self._last_frame + idle, self._started + max_s)
+            soft = self._last_activity + idle
+            if not self._lifecycle.live or soft > hard:
+                await asyncio.sleep(max(0.05, hard - now))
+            elif soft > now:
+                await asyncio.sleep(max(0.05, soft - now))
+            else:  # only the agent's audio still playing holds the idle limit off: wait for it to end
+                try:
+                    async with asyncio.timeout(max(0.05, hard - now)):
+                        await self._playout.wait_idle()
+                except TimeoutError:
+                    pass

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, TranscriptTurn
 
 INPUT_MIME = "audio/pcm;rate=16000"
+MAX_HANDLE_CHARS = 4096
+_DURATION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?s")
 END_CALL_TOOL = {
     "name": "end_call",
     "description": "Hang up the phone call. Say goodbye first; call this only when the conversation is over.",
@@ -104,12 +108,9 @@ GeminiEvent = (
 
 
 def _duration_seconds(text: object) -> float:
-    """Protobuf Duration JSON ("50s", "1.5s")."""
-    if isinstance(text, str) and text.endswith("s"):
-        try:
-            return float(text[:-1])
-        except ValueError:
-            pass
+    """Protobuf Duration JSON ("50s", "1.5s"), ASCII digits only; anything else is 0."""
+    if isinstance(text, str) and _DURATION.fullmatch(text):
+        return float(text[:-1])
     return 0.0
 
 
@@ -120,12 +121,21 @@ def _b64(data: str) -> bytes:
     return base64.b64decode(padded, validate=True)
 
 
+def _short(value: object) -> str:
+    """An id from Gemini as a bounded string (it goes back to Gemini in a toolResponse, and into logs as repr)."""
+    return value[:128] if isinstance(value, str) else ""
+
+
 def _dumps(message: dict[str, Any]) -> str:
     return orjson.dumps(message).decode()
 
 
 class GeminiSession:
-    """One Live session's protocol state: resumption handle and whether setup is complete."""
+    """The protocol state of one Live connection: whether setup is complete, and its latest resumption handle.
+
+    One instance per WebSocket (see gemini_connection.py): a handle learnt on one socket is read from that
+    socket's codec when the next one is opened.
+    """
 
     def __init__(self, model: str, agent: AgentSettings) -> None:
         self.model = model if model.startswith("models/") else f"models/{model}"
@@ -133,8 +143,8 @@ class GeminiSession:
         self.resume_handle: str | None = None
         self.setup_complete = False
 
-    def setup(self, resume: bool = True, history: tuple[TranscriptTurn, ...] = ()) -> str:
-        """The first frame. `resume` uses the last handle (if any); `history` seeds a fresh session."""
+    def setup(self, resume_handle: str | None = None, history: tuple[TranscriptTurn, ...] = ()) -> str:
+        """The first frame: resume the session of `resume_handle`, or start fresh (seeded with `history`)."""
         instruction = self.agent.system_prompt
         if history:
             lines = "\n".join(f"{t.role}: {t.text}" for t in history if t.text)
@@ -152,7 +162,8 @@ class GeminiSession:
             "tools": [{"functionDeclarations": [END_CALL_TOOL]}],
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
-            "sessionResumption": {"handle": self.resume_handle} if resume and self.resume_handle else {},
+            # Always present (no handle key at all for a fresh session: `"handle": null` is refused with 1007).
+            "sessionResumption": {"handle": resume_handle} if resume_handle else {},
             "contextWindowCompression": {"triggerTokens": 25600, "slidingWindow": {"targetTokens": 12800}},
         }
         self.setup_complete = False
@@ -189,25 +200,27 @@ class GeminiSession:
         if isinstance(content, dict):
             events += self._content(content)
         tool_call = msg.get("toolCall")
-        if isinstance(tool_call, dict):
-            for call in tool_call.get("functionCalls") or []:
-                if isinstance(call, dict) and isinstance(call.get("name"), str):
-                    args = call.get("args")
-                    events.append(
-                        ToolCall(str(call.get("id", "")), call["name"], args if isinstance(args, dict) else {})
-                    )
+        calls = tool_call.get("functionCalls") if isinstance(tool_call, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, dict) and isinstance(call.get("name"), str):
+                args = call.get("args")
+                events.append(
+                    ToolCall(_short(call.get("id")), call["name"][:64], args if isinstance(args, dict) else {})
+                )
         cancelled = msg.get("toolCallCancellation")
-        if isinstance(cancelled, dict):
-            events.append(ToolCallCancelled(tuple(str(i) for i in cancelled.get("ids") or [])))
+        ids = cancelled.get("ids") if isinstance(cancelled, dict) else None
+        if isinstance(ids, list):
+            events.append(ToolCallCancelled(tuple(_short(i) for i in ids[:64])))
         update = msg.get("sessionResumptionUpdate")
-        if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
-            self.resume_handle = str(update["newHandle"])  # keep the last non-empty handle
+        if isinstance(update, dict) and update.get("resumable") is True and isinstance(update.get("newHandle"), str):
+            if 0 < len(update["newHandle"]) <= MAX_HANDLE_CHARS:
+                self.resume_handle = update["newHandle"]  # keep the last non-empty handle
         go_away = msg.get("goAway")
         if isinstance(go_away, dict):
             events.append(GoAway(_duration_seconds(go_away.get("timeLeft"))))
         usage = msg.get("usageMetadata")
         if isinstance(usage, dict):
-            events.append(Usage(int(usage.get("totalTokenCount") or 0)))
+            events.append(Usage(ascii_int(usage.get("totalTokenCount")) or 0))
         if "error" in msg:
             events.append(Malformed(f"error frame: {str(msg['error'])[:200]}"))
         return events

@@ -12,7 +12,15 @@ class MediaMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.active_calls = Gauge("voice_active_calls", "Calls being bridged now", registry=r)
-        self.calls = Counter("voice_calls_total", "Finished calls by outcome", ["outcome"], registry=r)
+        self.pending_streams = Gauge(
+            "voice_pending_streams", "Sockets accepted that have not shown a valid start yet", registry=r
+        )
+        self.store_writes_lost = Counter(
+            "voice_store_writes_lost", "Call record writes given up (store failing too long, or call gone)", registry=r
+        )
+        self.calls = Counter(
+            "voice_calls_total", "Streams by outcome (call_phase.CallOutcome)", ["outcome"], registry=r
+        )
         self.rejected = Counter("voice_streams_rejected_total", "Streams refused, by reason", ["reason"], registry=r)
         self.gemini_connect = Histogram(
             "voice_gemini_connect_seconds", "WebSocket open + setupComplete", buckets=LATENCY_BUCKETS, registry=r

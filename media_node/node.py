@@ -1,10 +1,14 @@
-"""The media node: what all calls on this process share (settings, store, metrics, limits, drain state)."""
+"""The media node: what all calls on this process share (settings, store, Gemini connector, metrics, store
+writer, admission counts, drain state), and the node's own background work while it runs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
@@ -12,9 +16,13 @@ from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from call_state.twilio_rest import TwilioRestClient
+from media_node.admission import Admission
+from media_node.call_phase import CallOutcome
+from media_node.gemini_connection import GeminiConnector, WebSocketConnector
 from media_node.metrics import MediaMetrics
 from media_node.store_writer import StoreWriter
 from media_node.stream_auth import StreamGate
+from media_node.task_scope import TaskScope
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ class MediaNode:
         settings: Settings,
         store: CallStore | AsyncCallStore,
         twilio: TwilioRestClient | None = None,
+        connector: GeminiConnector | None = None,
+        node_id: str = "",
     ) -> None:
         self.settings = settings
         self.store = store if isinstance(store, AsyncCallStore) else AsyncCallStore(store)
@@ -41,6 +51,8 @@ class MediaNode:
                 settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
             )
         self.twilio = twilio
+        self.connector = connector or WebSocketConnector(settings.gemini_live_url, settings.gemini_api_key)
+        self.node_id = node_id or f"{socket.gethostname()}:{settings.port}"
         secret = settings.stream_token_secret.encode()
         self.gate = StreamGate(
             tokens=StreamTokens(secret) if len(secret) >= 16 else None,
@@ -52,39 +64,61 @@ class MediaNode:
             log.error("STREAM_TOKEN_SECRET is not set: every media stream will be refused")
         self.console_origins = console_origins(settings)
         self.metrics = MediaMetrics()
-        self.writer = StoreWriter()
-        self.active_calls = 0
-        self.draining = False
+        self.writer = StoreWriter(on_lost=self.metrics.store_writes_lost.inc)
+        self.admission = Admission(settings.max_concurrent_calls)
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def admit(self) -> str | None:
-        """None if a new stream may start, else why not."""
-        if self.draining:
-            return "draining"
-        if self.active_calls >= self.settings.max_concurrent_calls:
-            return "at capacity"
-        return None
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[MediaNode]:
+        """The node's background work (the store writer) for as long as the server runs."""
+        async with TaskScope() as scope:
+            scope.spawn(self.writer.run(), name="store-writer")
+            try:
+                yield self
+            finally:
+                await self.writer.flush()
+                scope.cancel()
 
-    def call_started(self) -> None:
-        self.active_calls += 1
-        self.metrics.active_calls.set(self.active_calls)
+    # --- admission ------------------------------------------------------------------------------------------
+    def accept_socket(self) -> str | None:
+        """An upgrade arrives: None if it may show its `start`, else why not (answered before accept)."""
+        refusal = self.admission.open_socket()
+        self.metrics.pending_streams.set(self.admission.pending)
+        return refusal
+
+    def call_refused(self) -> None:
+        self.admission.socket_decided()
+        self.metrics.pending_streams.set(self.admission.pending)
+
+    def call_admitted(self) -> None:  # the intake reserved the slot
+        self.admission.socket_decided()
+        self.metrics.pending_streams.set(self.admission.pending)
+        self.metrics.active_calls.set(self.admission.active)
         self._idle.clear()
 
-    def call_ended(self, outcome: str) -> None:
-        self.active_calls -= 1
-        self.metrics.active_calls.set(self.active_calls)
-        self.metrics.calls.labels(outcome=outcome).inc()
-        if self.active_calls == 0:
+    def call_ended(self, outcome: CallOutcome) -> None:
+        self.admission.call_ended()
+        self.metrics.active_calls.set(self.admission.active)
+        self.metrics.calls.labels(outcome=outcome.value).inc()
+        if self.admission.active == 0:
             self._idle.set()
 
+    @property
+    def active_calls(self) -> int:
+        return self.admission.active
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    # --- drain and health -----------------------------------------------------------------------------------
     def start_drain(self) -> None:
-        if not self.draining:
-            log.info("draining: refusing new streams, %d calls in progress", self.active_calls)
-        self.draining = True
+        if self.admission.start_drain(time.time()):
+            log.info("draining: new calls go elsewhere, %d calls in progress finish", self.active_calls)
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait for calls in progress to finish; False if some were still running at the deadline."""
+        """Wait for calls in progress to finish, then for their store writes; False at the deadline."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
@@ -97,9 +131,14 @@ class MediaNode:
         return True
 
     def health(self) -> tuple[int, dict[str, object]]:
-        body: dict[str, object] = {
-            "status": "draining" if self.draining else "ok",
-            "active_calls": self.active_calls,
-            "missing_credentials": self.settings.missing_credentials(),
-        }
-        return (503 if self.draining else 200), body
+        """503 while draining or full (a load balancer then sends new streams elsewhere)."""
+        if self.draining:
+            status = "draining"
+        elif self.admission.full:
+            status = "full"
+        elif not (self.settings.gemini_api_key and self.gate.tokens is not None):
+            status = "not_configured"
+        else:
+            status = "ok"
+        code = 503 if status in ("draining", "full") else 200
+        return code, {"status": status, "active_calls": self.active_calls, "capacity": self.admission.max_calls}

@@ -71,7 +71,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         forwarded_allow_ips="127.0.0.1",
         timeout_graceful_shutdown=5,
         log_level="info",
-        lifespan="off",
+        lifespan="on",  # the media node's background work (store writer, heartbeat) runs in the app's lifespan
         access_log=False,
     )
 

@@ -1,51 +1,133 @@
-"""Store writes off the audio path: a bounded queue drained by one background task.
+"""Store writes off the audio path: one ordered backlog, retried while the store is down, never silently lost.
 
-The bridge never awaits the store while moving audio; it enqueues a write and goes on. If the queue is full
-(the store is down or very slow) the write is dropped and logged rather than stalling a call.
+The bridge never awaits the store while moving audio: it submits a write and goes on. One worker runs the writes
+in the order they were submitted (so one call's writes stay in order). A write that fails with a transient error
+(disk full, DynamoDB throttling, a network blip) is retried with backoff, blocking the ones behind it, so nothing
+overtakes it; the backlog is bounded, and what does not fit, or finally fails for good (the call no longer
+exists), is counted in /metrics (`voice_store_writes_lost_total`) and logged once per call. `settled(call_id)`
+waits, bounded, for one call's writes; `flush()` for all of them (drain, shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from call_state.ids import CALL_ID, loggable
+from call_state.store import CallNotFound
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[], Awaitable[object]]
+MAX_BACKLOG = 50_000  # ~ a few hundred calls' worth of turns, figures and statuses while the store is down
+BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # then 2 s between tries, for as long as the backlog has room
+
+
+@dataclass
+class _Pending:
+    call_id: str
+    what: str
+    write: Write
 
 
 class StoreWriter:
-    def __init__(self, max_pending: int = 10_000) -> None:
-        self._queue: asyncio.Queue[tuple[str, Write]] = asyncio.Queue(max_pending)
-        self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
+    def __init__(self, on_lost: Callable[[int], None] | None = None, max_backlog: int = MAX_BACKLOG) -> None:
+        self._backlog: OrderedDict[object, _Pending] = OrderedDict()
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._per_call: defaultdict[str, int] = defaultdict(int)
+        self._settled: dict[str, asyncio.Event] = {}
+        self._lost_logged: set[str] = set()
+        self._on_lost = on_lost or (lambda n: None)
+        self._max = max_backlog
+        self.failing = False  # the last attempt failed: the store is down (for /healthz and logs)
 
-    def submit(self, what: str, write: Write) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="store-writer")
-        try:
-            self._queue.put_nowait((what, write))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.error("store writer full: dropped %s", what)
+    def submit(self, call_id: str, what: str, write: Write, key: str | None = None) -> None:
+        slot: object = (call_id, key) if key is not None else self._next_seq()
+        if slot in self._backlog:  # a newer version of a write still queued: replace it, keep its place
+            self._backlog[slot].write = write
+            return
+        if len(self._backlog) >= self._max:
+            self._lost(call_id, what, "the store has been failing and the backlog is full")
+            return
+        self._backlog[slot] = _Pending(call_id, what, write)
+        self._per_call[call_id] += 1
+        self._wake.set()
 
-    async def _drain(self) -> None:
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def pending(self) -> int:
+        return len(self._backlog)
+
+    async def run(self) -> None:
+        """The one worker: runs forever (owned by the node's task scope)."""
         while True:
-            what, write = await self._queue.get()
+            if not self._backlog:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            slot, pending = next(iter(self._backlog.items()))
+            await self._attempt(pending)
+            del self._backlog[slot]
+            self._done(pending.call_id)
+
+    async def _attempt(self, pending: _Pending) -> None:
+        tries = 0
+        while True:
+            write = pending.write  # may be replaced by a newer version while we back off
             try:
                 await write()
-            except Exception:  # one failed write must not stop the others
-                log.exception("store write failed: %s", what)
-            finally:
-                self._queue.task_done()
-
-    async def flush(self, timeout: float = 10.0) -> None:
-        """Wait until every submitted write has run (end of call, shutdown)."""
-        if self._task is None:
+            except CallNotFound:
+                self._lost(pending.call_id, pending.what, "the call no longer exists")
+                return
+            except Exception as exc:  # transient: keep the order, retry with backoff
+                if not self.failing:
+                    log.warning("store write failing (%s: %s): retrying, writes are kept in order",
+                                type(exc).__name__, str(exc)[:200])  # fmt: skip
+                self.failing = True
+                await asyncio.sleep(BACKOFF_S[min(tries, len(BACKOFF_S) - 1)])
+                tries += 1
+                continue
+            if self.failing:
+                log.info("store writes work again (%d queued)", len(self._backlog) - 1)
+                self.failing = False
             return
+
+    def _lost(self, call_id: str, what: str, why: str) -> None:
+        self._on_lost(1)
+        if call_id not in self._lost_logged:
+            self._lost_logged.add(call_id)
+            log.error("call %s: store write lost (%s): %s (further losses of this call only counted)",
+                      loggable(call_id, CALL_ID), what, why)  # fmt: skip
+
+    def _done(self, call_id: str) -> None:
+        self._per_call[call_id] -= 1
+        if self._per_call[call_id] <= 0:
+            del self._per_call[call_id]
+            self._lost_logged.discard(call_id)
+            event = self._settled.pop(call_id, None)
+            if event is not None:
+                event.set()
+
+    async def settled(self, call_id: str, timeout: float) -> bool:
+        """Wait until every write submitted for `call_id` has run; False at the deadline."""
+        if call_id not in self._per_call:
+            return True
+        event = self._settled.setdefault(call_id, asyncio.Event())
         try:
             async with asyncio.timeout(timeout):
-                await self._queue.join()
+                await event.wait()
         except TimeoutError:
-            log.error("store writer: %d writes still pending after %.0f s", self._queue.qsize(), timeout)
+            return False
+        return True
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the backlog is empty (every call settled); False at the deadline."""
+        waits = [self.settled(call_id, timeout) for call_id in list(self._per_call)]
+        return all(await asyncio.gather(*waits))

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 
 import orjson
 
+from call_state.ids import CALL_SID, STREAM_SID, loggable
 from call_state.numbers import ascii_int
 
 # A 20 ms frame is ~330 characters of JSON; 64 KiB leaves room for any real frame and bounds the work.
 MAX_FRAME_CHARS = 64 * 1024
 MAX_PAYLOAD_BYTES = 16 * 1024
+_WORD = re.compile(r"[a-z_]{1,20}")  # an event or track name as Twilio spells them
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class Rejected:
 TwilioEvent = Connected | Started | CallerAudio | Dtmf | MarkEchoed | Stopped | Rejected
 
 
+def _name(value: object) -> str:
+    """A value from the wire as it may appear in a reason (and so a log line): a short repr."""
+    return loggable(value, _WORD)
+
+
 def _text(obj: object, key: str) -> str:
     value = obj.get(key) if isinstance(obj, dict) else None
     return value if isinstance(value, str) else ""
@@ -91,7 +99,7 @@ class TwilioStream:
             return [Rejected("frame is not a JSON object")]
         event = msg.get("event")
         if self.stopped:
-            return [Rejected(f"{event!s:.20} after stop")]
+            return [Rejected(f"{_name(event)} after stop")]
         if event == "media":
             return self._media(msg)
         if event == "start":
@@ -99,7 +107,7 @@ class TwilioStream:
         if event == "connected":
             return [Connected(_text(msg, "protocol"))]
         if not self.started:
-            return [Rejected(f"{event!s:.20} before start")]
+            return [Rejected(f"{_name(event)} before start")]
         if event == "mark":
             name = _text(msg.get("mark"), "name")
             return [MarkEchoed(name)] if name else [Rejected("mark without a name")]
@@ -111,7 +119,7 @@ class TwilioStream:
         if event == "stop":
             self.stopped = True
             return [Stopped()]
-        return [Rejected(f"unknown event {event!s:.20}")]
+        return [Rejected(f"unknown event {_name(event)}")]
 
     def _start(self, msg: dict[str, object]) -> list[TwilioEvent]:
         if self.started:
@@ -119,10 +127,10 @@ class TwilioStream:
         start = msg.get("start")
         stream_sid = _text(start, "streamSid") or _text(msg, "streamSid")
         call_sid = _text(start, "callSid")
-        if not stream_sid or not call_sid or not isinstance(start, dict):
-            return [Rejected("start without streamSid or callSid", fatal=True)]
+        if not isinstance(start, dict) or not STREAM_SID.fullmatch(stream_sid) or not CALL_SID.fullmatch(call_sid):
+            return [Rejected("start without a valid streamSid (MZ…) and callSid (CA…)", fatal=True)]
         params = start.get("customParameters")
-        custom = {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+        custom = {k: v for k, v in params.items() if isinstance(v, str)} if isinstance(params, dict) else {}
         self.stream_sid, self.call_sid, self.started = stream_sid, call_sid, True
         return [Started(stream_sid, call_sid, _text(start, "accountSid"), custom)]
 
@@ -133,7 +141,7 @@ class TwilioStream:
         payload = _text(media, "payload")
         track = _text(media, "track")
         if track and track != "inbound":
-            return [Rejected(f"media on track {track:.20}")]
+            return [Rejected(f"media on track {_name(track)}")]
         if not payload:
             return [Rejected("media without payload")]
         if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:

@@ -9,6 +9,7 @@ import pytest
 
 from call_state.record import AgentSettings, TranscriptTurn
 from media_node.call_ending import Limit, call_limit
+from media_node.call_phase import CallLifecycle, CallOutcome, CallPhase, PhaseError
 from media_node.conversation import Conversation
 from media_node.gemini_session import (
     AgentAudio,
@@ -110,9 +111,12 @@ def test_gemini_resumption_handle_and_history() -> None:
     session = GeminiSession("models/gemini-3.8-live", AGENT)
     session.receive(b'{"sessionResumptionUpdate": {"newHandle": "h-1", "resumable": true}}')
     session.receive(b'{"sessionResumptionUpdate": {"resumable": false}}')  # keeps the last good handle
-    assert json.loads(session.setup(resume=True))["setup"]["sessionResumption"] == {"handle": "h-1"}
+    assert session.resume_handle == "h-1"
+    assert json.loads(session.setup(session.resume_handle))["setup"]["sessionResumption"] == {"handle": "h-1"}
+    session.receive(b'{"sessionResumptionUpdate": {"newHandle": "\\u00b2", "resumable": "yes"}}')  # not a real update
+    assert session.resume_handle == "h-1"
     history = (TranscriptTurn(0, "agent", "Hola, soy Ana.", 1.0), TranscriptTurn(1, "caller", "Quiero una cita.", 2.0))
-    fresh = json.loads(session.setup(resume=False, history=history))["setup"]
+    fresh = json.loads(session.setup(None, history=history))["setup"]
     assert fresh["sessionResumption"] == {}
     text = fresh["systemInstruction"]["parts"][0]["text"]
     assert "Do not greet again" in text and "caller: Quiero una cita." in text
@@ -184,9 +188,10 @@ def test_conversation_turns_and_figures() -> None:
     conv.caller_said("I want", 102.0)
     conv.caller_said(" an appointment", 102.1)
     turns = conv.agent_said("Sure.", 103.0)
-    assert [(t.role, t.text) for t in turns] == [("caller", "I want an appointment")]
+    assert [(t.role, t.text, t.partial) for t in turns] == [("caller", "I want an appointment", False),
+                                                            ("agent", "Sure.", True)]  # fmt: skip
     turns = conv.agent_done(103.5)
-    assert [(t.index, t.role, t.text, t.interrupted) for t in turns] == [(2, "agent", "Sure.", False)]
+    assert [(t.index, t.role, t.text, t.interrupted, t.partial) for t in turns] == [(2, "agent", "Sure.", False, False)]
     conv.caller_audio(16000)
     figures = conv.figures()
     assert figures.answer_to_first_audio_ms == pytest.approx(350.0)
@@ -204,3 +209,28 @@ def test_call_limits_in_order_of_precedence() -> None:
     assert limit(31.0, last_frame=0.5) is Limit.NO_FRAMES  # Twilio went quiet: the stream is dead
     assert limit(601.0, last_frame=600.0, last_activity=600.0) is Limit.TIME_LIMIT
     assert limit(601.0, last_frame=1.0, last_activity=600.0) is Limit.NO_FRAMES  # a dead stream beats the limit
+
+
+def test_partial_turns_grow_under_one_index_and_are_throttled() -> None:
+    conv = Conversation(answered_at=0.0)
+    assert [(t.index, t.text, t.partial) for t in conv.agent_said("Hello", 10.0)] == [(0, "Hello", True)]
+    assert conv.agent_said(" there,", 10.2) == []  # less than PARTIAL_EVERY_S after the last one shown
+    assert [(t.index, t.text) for t in conv.agent_said(" how are", 10.6)] == [(0, "Hello there, how are")]
+    assert [t.text for t in conv.caller_said("I", 10.7)] == ["I"]  # the caller talks over it: its own index
+    (whole,) = conv.interrupted(11.0, heard_fraction=0.5)
+    assert (whole.index, whole.partial, whole.interrupted, whole.at) == (0, False, True, 10.0)
+    assert [(t.index, t.role, t.partial) for t in conv.finish(12.0)] == [(1, "caller", False)]
+
+
+def test_call_lifecycle_transitions() -> None:
+    life = CallLifecycle()
+    assert life.phase is CallPhase.AWAITING_START
+    life.admitted()
+    assert life.live and life.begin_goodbye(CallOutcome.LIMIT, "time limit")
+    assert not life.begin_goodbye(CallOutcome.HUNG_UP_BY_AGENT, "again")  # one goodbye
+    assert life.end(CallOutcome.COMPLETED, "hung up") and not life.end(CallOutcome.ERROR, "late")
+    assert (life.phase, life.outcome, life.reason) == (CallPhase.ENDED, CallOutcome.LIMIT, "time limit")
+    with pytest.raises(PhaseError):
+        life.admitted()
+    refused = CallLifecycle()
+    assert refused.end(CallOutcome.REFUSED, "bad token") and refused.outcome is CallOutcome.REFUSED

@@ -131,6 +131,5 @@ async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncI
     finally:
         server.should_exit = True
         server.force_exit = True
-        await asyncio.wait_for(task, 10)
-        await node.writer.flush()
+        await asyncio.wait_for(task, 10)  # the app's lifespan flushed the node's store writes
         store.close()

@@ -39,7 +39,6 @@ class Conversation:
     barge_ins: int = 0
     audio_in_bytes: int = 0  # mu-law 8 kHz from the caller
     audio_out_bytes: int = 0  # mu-law 8 kHz to the caller
-    reconnects: int = 0
 
     def caller_audio(self, size: int) -> None:
         self.audio_in_bytes += size
@@ -103,12 +102,12 @@ class Conversation:
     def history(self) -> tuple[TranscriptTurn, ...]:
         return tuple(self.turns)
 
-    def figures(self) -> CallFigures:
+    def figures(self, gemini_reconnects: int = 0) -> CallFigures:
         first = None if self.first_audio_at is None else round((self.first_audio_at - self.answered_at) * 1000, 1)
         return CallFigures(
             answer_to_first_audio_ms=first,
             barge_ins=self.barge_ins,
             audio_in_seconds=round(self.audio_in_bytes / BYTES_PER_SECOND, 2),
             audio_out_seconds=round(self.audio_out_bytes / BYTES_PER_SECOND, 2),
-            gemini_reconnects=self.reconnects,
+            gemini_reconnects=gemini_reconnects,
         )

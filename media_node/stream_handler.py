@@ -58,7 +58,7 @@ async def handle_stream(node: MediaNode, socket: TwilioSocket, headers: Mapping[
         if bridge is not None:
             await bridge.sessions.close()
             bridge.writes.turns(bridge.conv.finish(ctx.clock()))
-            figures = bridge.conv.figures()
+            figures = bridge.conv.figures(bridge.sessions.reconnects)
             bridge.writes.figures(figures)
             if browser:  # no Twilio status callback will ever say a browser call is over
                 bridge.writes.ended(outcome)

@@ -143,8 +143,8 @@ async def test_bad_upgrade_signature_rejected(tmp_path: Path) -> None:
 
 async def test_malformed_frames_do_not_disturb_another_call(tmp_path: Path) -> None:
     async with GeminiStandIn(reply_ms=2000) as gemini, media_node(gemini.url, tmp_path) as h:
-        h.new_call("good")
-        h.new_call("bad")
+        h.new_call("good", n=1)
+        h.new_call("bad", n=3)
         good = await h.caller("good", n=1).connect()
         await gemini.session(0)
         bad = await h.caller("bad", n=2).connect(start=False)
@@ -258,32 +258,38 @@ async def test_time_limit_ends_politely(tmp_path: Path) -> None:
         assert len(h.rest.hangups) == 1
 
 
-async def test_drain_refuses_new_streams_and_waits_for_calls(tmp_path: Path) -> None:
+async def test_drain_finishes_live_calls_and_refuses_only_calls_created_after_it(tmp_path: Path) -> None:
     async with GeminiStandIn() as gemini, media_node(gemini.url, tmp_path) as h:
-        h.new_call("call-1")
-        h.new_call("call-2")
-        caller = await h.caller("call-1").connect()
+        h.new_call("call-1", n=1)
+        h.new_call("call-2", n=2)  # dialled before the drain, answered during it: still bridged
+        caller = await h.caller("call-1", n=1).connect()
         await gemini.session(0)
+        await asyncio.sleep(0.01)
         h.node.start_drain()
+        h.new_call("call-3", n=3)  # created after the drain began: it belongs to another node
         health = await h.get("/healthz")
         assert health.status_code == 503 and health.json() == {
-            "status": "draining", "active_calls": 1, "missing_credentials": health.json()["missing_credentials"],
+            "status": "draining", "active_calls": 1, "capacity": h.settings.max_concurrent_calls,
             "version": __version__,
         }  # fmt: skip
-        with pytest.raises(InvalidStatus):
-            await h.caller("call-2").connect()
+        late = await h.caller("call-3", n=3).connect()
+        assert await late.wait_closed() == 1013
+        answered = await h.caller("call-2", n=2).connect()
+        await gemini.session(1)
         waiter = asyncio.create_task(h.node.wait_idle(10))
         await asyncio.sleep(0.3)
-        assert not waiter.done()  # the live call is not cut
+        assert not waiter.done()  # the live calls are not cut
         await caller.stop()
+        await answered.stop()
         assert await asyncio.wait_for(waiter, 5) is True
+        assert len(gemini.sessions) == 2
 
 
 async def test_twenty_concurrent_calls(tmp_path: Path) -> None:
     async with GeminiStandIn(reply_ms=300) as gemini, media_node(gemini.url, tmp_path) as h:
         callers = []
         for i in range(20):
-            h.new_call(f"call-{i}")
+            h.new_call(f"call-{i}", n=i)
             callers.append(await h.caller(f"call-{i}", n=i).connect())
         for c in callers:
             await c.wait_for(lambda c=c: len(c.played) >= 300 * 8 - 160, timeout=15)

@@ -55,7 +55,10 @@ class MediaHarness:
     rest: TwilioRestRecorder
     tokens: StreamTokens = field(default_factory=lambda: StreamTokens(SECRET.encode()))
 
-    def new_call(self, call_id: str, direction: Direction = Direction.OUTBOUND, **agent: Any) -> CallRecord:
+    def new_call(
+        self, call_id: str, direction: Direction = Direction.OUTBOUND, *, n: int = 0, **agent: Any
+    ) -> CallRecord:
+        """A call as the control plane stores it; a phone call's SID is the one `caller(n=n)` sends."""
         now = time.time()
         record = CallRecord(
             call_id=call_id,
@@ -70,6 +73,7 @@ class MediaHarness:
             ),
             created_at=now,
             expires_at=int(now) + 3600,
+            call_sid="" if direction is Direction.BROWSER else f"CA{n:032d}",
         )
         self.store.create_call(record)
         return record
@@ -129,7 +133,6 @@ async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncI
     try:
         yield MediaHarness(settings, store, node, f"ws://127.0.0.1:{port}/stream", f"http://127.0.0.1:{port}", rest)
     finally:
-        server.should_exit = True
-        server.force_exit = True
+        server.should_exit = True  # graceful: open sockets are closed, calls end, the node's lifespan flushes
         await asyncio.wait_for(task, 10)  # the app's lifespan flushed the node's store writes
         store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from pathlib import Path
 
@@ -323,3 +324,24 @@ async def test_browser_call_needs_the_console_origin_and_its_own_route(tmp_path:
         await h.calls_done()
         record = h.store.get_call("web-2", time.time())
         assert record is not None and record.status is CallStatus.COMPLETED  # no Twilio callback will say so
+
+
+async def test_an_ordinary_hang_up_is_completed_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with GeminiStandIn(reply_ms=200) as gemini, media_node(gemini.url, tmp_path) as h:
+        for i, stop_first in enumerate((True, False, True)):
+            h.new_call(f"call-{i}", n=i)
+            caller = await h.caller(f"call-{i}", n=i).connect()
+            await gemini.session(i)
+            await caller.wait_for(lambda caller=caller: bool(caller.played))
+            if stop_first:
+                await caller.stop()
+            await caller.close()  # Twilio closes right after `stop` (or without one)
+        await h.calls_done()
+        assert h.metric('voice_calls_total{outcome="completed"}') == 3
+        assert h.metric('voice_calls_total{outcome="error"}') == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    ended = [r.getMessage() for r in caplog.records if "ended (completed" in r.getMessage()]
+    assert len(ended) == 3  # one INFO line per call

@@ -14,13 +14,15 @@ import base64
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, serve
 from websockets.exceptions import ConnectionClosedError
+
+from tests.standins.memory_socket import MemorySocket, socket_pair
 
 try:
     from google.genai import types
@@ -53,7 +55,7 @@ def tone_pcm24(ms: int, freq: float = 440.0, amplitude: int = 8000) -> bytes:
 
 @dataclass
 class GeminiSessionStandIn:
-    ws: ServerConnection
+    ws: Any  # websockets' ServerConnection, or the server end of an in-memory pair
     api_key: str
     setup: WireSetup | None = None
     texts: list[str] = field(default_factory=list)
@@ -155,6 +157,19 @@ class GeminiStandIn:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def connector(self, api_key: str = "test-gemini-key-not-real") -> Callable[[], Awaitable[MemorySocket]]:
+        """A GeminiConnector for MediaNode that reaches this stand-in through in-memory sockets (no port)."""
+
+        async def connect() -> MemorySocket:
+            client, server = socket_pair({"x-goog-api-key": api_key})
+            self._tasks.add(asyncio.create_task(self._handle(server)))
+            return client
+
+        return connect
 
     async def session(self, index: int = 0, timeout: float = 5.0) -> GeminiSessionStandIn:
         async with asyncio.timeout(timeout):
@@ -168,7 +183,7 @@ class GeminiStandIn:
     def all_errors(self) -> list[str]:
         return [e for s in self.sessions for e in s.errors]
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: Any) -> None:
         key = ws.request.headers.get("x-goog-api-key", "") if ws.request else ""
         session = GeminiSessionStandIn(ws, key)
         self.sessions.append(session)

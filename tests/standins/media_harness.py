@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,11 +15,15 @@ import httpx
 from call_state.record import AgentSettings, CallRecord, Direction
 from call_state.settings import Settings
 from call_state.sqlite_store import SqliteCallStore
+from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from call_state.twilio_rest import TwilioRestClient
 from media_node.app import create_media_app
 from media_node.node import MediaNode
 from media_node.server import DrainingServer, uvicorn_config
+from media_node.stream_handler import handle_stream
+from tests.standins.gemini_server import GeminiStandIn
+from tests.standins.memory_socket import MemorySocket, MemoryTwilioSocket, socket_pair
 from tests.standins.twilio_caller import TwilioCaller
 
 SECRET = "test-stream-secret-not-real-0123456789"
@@ -45,18 +49,28 @@ class TwilioRestRecorder:
         return [path for path, body in self.requests if "Status=completed" in body]
 
 
+Dial = Callable[[dict[str, str], bool], Awaitable[Any]]  # (upgrade headers, browser) -> the caller's socket end
+
+
 @dataclass
 class MediaHarness:
     settings: Settings
-    store: SqliteCallStore
+    store: CallStore
     node: MediaNode
     url: str
     http: str
     rest: TwilioRestRecorder
     tokens: StreamTokens = field(default_factory=lambda: StreamTokens(SECRET.encode()))
+    dial: Dial | None = None  # set by memory_media_node: callers reach the node without a port
 
     def new_call(
-        self, call_id: str, direction: Direction = Direction.OUTBOUND, *, n: int = 0, **agent: Any
+        self,
+        call_id: str,
+        direction: Direction = Direction.OUTBOUND,
+        *,
+        n: int = 0,
+        call_sid: str | None = None,
+        **agent: Any,
     ) -> CallRecord:
         """A call as the control plane stores it; a phone call's SID is the one `caller(n=n)` sends."""
         now = time.time()
@@ -73,10 +87,17 @@ class MediaHarness:
             ),
             created_at=now,
             expires_at=int(now) + 3600,
-            call_sid="" if direction is Direction.BROWSER else f"CA{n:032d}",
+            call_sid=call_sid if call_sid is not None else "" if direction is Direction.BROWSER else f"CA{n:032d}",
         )
         self.store.create_call(record)
         return record
+
+    def metric(self, name: str) -> float:
+        """One sample of the node's /metrics (0 when it has not been counted yet), e.g. 'voice_calls_total{...}'."""
+        for line in self.node.metrics.render().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.http) as client:
@@ -84,18 +105,17 @@ class MediaHarness:
 
     async def calls_done(self, timeout: float = 10.0) -> None:
         """Wait until the node has finished every call and written what it had to."""
-        async with asyncio.timeout(timeout):
-            while self.node.active_calls:
-                await asyncio.sleep(0.02)
-        await self.node.writer.flush()
+        assert await self.node.wait_idle(timeout), "calls still active"
 
     def caller(
         self, call_id: str, *, token: str | None = None, n: int = 0, browser_origin: str | None = None
     ) -> TwilioCaller:
         """A phone caller on /stream, or (with `browser_origin`) a console page on /browser-stream."""
+        dial = self.dial
         return TwilioCaller(
             self.url if browser_origin is None else self.url.replace("/stream", "/browser-stream"),
             origin=browser_origin,
+            dialer=None if dial is None else lambda headers: dial(headers, browser_origin is not None),
             call_id=call_id,
             token=self.tokens.mint(call_id, time.time()) if token is None else token,
             stream_sid=f"MZ{n:032d}",
@@ -104,12 +124,8 @@ class MediaHarness:
         )
 
 
-@asynccontextmanager
-async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncIterator[MediaHarness]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = replace(
+def harness_settings(gemini_url: str, port: int, **overrides: Any) -> Settings:
+    return replace(
         Settings.from_env({}),
         gemini_live_url=gemini_url,
         gemini_api_key="test-gemini-key-not-real",
@@ -120,9 +136,52 @@ async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncI
         port=port,
         **overrides,
     )
-    store = SqliteCallStore(str(tmp_path / "calls.db"))
+
+
+def recorded_twilio() -> tuple[TwilioRestRecorder, TwilioRestClient]:
     rest = TwilioRestRecorder()
-    twilio = TwilioRestClient(ACCOUNT_SID, AUTH_TOKEN, "http://127.0.0.1:9", transport=rest.transport())
+    return rest, TwilioRestClient(ACCOUNT_SID, AUTH_TOKEN, "http://127.0.0.1:9", transport=rest.transport())
+
+
+@asynccontextmanager
+async def memory_media_node(
+    gemini: GeminiStandIn, tmp_path: Any, *, store: CallStore | None = None, **overrides: Any
+) -> AsyncIterator[MediaHarness]:
+    """The media node without ports: callers and Gemini reach it through in-memory sockets."""
+    settings = harness_settings("ws://in-memory.invalid/gemini", 8080, **overrides)
+    store = store or SqliteCallStore(str(tmp_path / "calls.db"))
+    rest, twilio = recorded_twilio()
+    node = MediaNode(settings, store, twilio, connector=gemini.connector(), node_id="memory-node")
+    handlers: set[asyncio.Task[str]] = set()
+
+    async def dial(headers: dict[str, str], browser: bool) -> MemorySocket:
+        client, server = socket_pair(headers)
+        if node.accept_socket() is not None:
+            await server.close(1013, "refused at upgrade")
+        else:
+            handlers.add(asyncio.create_task(handle_stream(node, MemoryTwilioSocket(server), headers, browser)))
+        return client
+
+    async with node.running():
+        try:
+            yield MediaHarness(settings, store, node, "memory://stream", "", rest, dial=dial)
+        finally:
+            _, pending = await asyncio.wait(handlers, timeout=10) if handlers else (set(), set())
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    store.close()
+
+
+@asynccontextmanager
+async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncIterator[MediaHarness]:
+    """The real media node app (uvicorn on a loopback port)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = harness_settings(gemini_url, port, **overrides)
+    store = SqliteCallStore(str(tmp_path / "calls.db"))
+    rest, twilio = recorded_twilio()
     app = create_media_app(settings, store, twilio=twilio)
     node: MediaNode = app.state.node
     server = DrainingServer(uvicorn_config(app, settings), node, settings.drain_grace_seconds)

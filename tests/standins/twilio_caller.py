@@ -13,11 +13,12 @@ import base64
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from media_node.audio import FRAME_BYTES as FRAME
@@ -41,7 +42,8 @@ class TwilioCaller:
     account_sid: str = "AC" + "0" * 32
     signature: str | None = None
     origin: str | None = None  # a browser sends its page's Origin
-    ws: ClientConnection | None = None
+    dialer: Callable[[dict[str, str]], Awaitable[Any]] | None = None  # in-memory instead of a real socket
+    ws: Any = None  # ClientConnection, or the client end of an in-memory pair
     received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     played: bytearray = field(default_factory=bytearray)
     clears: list[float] = field(default_factory=list)
@@ -58,7 +60,10 @@ class TwilioCaller:
         headers = {"x-twilio-signature": self.signature} if self.signature is not None else {}
         if self.origin is not None:
             headers["Origin"] = self.origin
-        self.ws = await connect(self.url, additional_headers=headers, compression=None)
+        if self.dialer is not None:
+            self.ws = await self.dialer(headers)
+        else:
+            self.ws = await connect(self.url, additional_headers=headers, compression=None)
         self._tasks.append(asyncio.create_task(self._receive()))
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         if start:

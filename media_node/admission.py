@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_PENDING_STREAMS = 2000  # measured at ~20 KB each (see docs/architecture.md): ~40 MB at the bound
+MAX_PENDING_STREAMS = 2000  # measured at ~28 KB each (uvicorn + Starlette + us): ~56 MB at the bound
 START_TIMEOUT_S = 3.0  # Twilio sends `connected` and `start` at once
 MAX_FRAMES_BEFORE_START = 8  # `connected`, `start`, and some slack
 MAX_BYTES_BEFORE_START = 16 * 1024

@@ -6,7 +6,9 @@ import asyncio
 import base64
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -14,12 +16,22 @@ from websockets.exceptions import InvalidStatus
 from call_state import __version__
 from call_state.record import CallStatus, Direction
 from tests.standins.gemini_server import GeminiStandIn, tone_pcm24
-from tests.standins.media_harness import media_node
+from tests.standins.media_harness import MediaHarness, media_node, memory_media_node
 from tests.standins.twilio_caller import tone_ulaw
 
 
-async def test_agent_speaks_first_and_setup_is_valid(tmp_path: Path) -> None:
-    async with GeminiStandIn(reply_ms=400) as gemini, media_node(gemini.url, tmp_path) as h:
+def harness(
+    kind: str, gemini: GeminiStandIn, tmp_path: Path, **overrides: Any
+) -> AbstractAsyncContextManager[MediaHarness]:
+    """The same test in memory (no ports) and over real sockets (uvicorn, websockets)."""
+    if kind == "memory":
+        return memory_media_node(gemini, tmp_path, **overrides)
+    return media_node(gemini.url, tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_agent_speaks_first_and_setup_is_valid(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(reply_ms=400) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-1", greeting="Say hello to Ana.", voice="Kore")
         caller = await h.caller("call-1").connect()
         session = await gemini.session(0)
@@ -51,8 +63,9 @@ async def test_agent_speaks_first_and_setup_is_valid(tmp_path: Path) -> None:
         assert gemini.all_errors == []
 
 
-async def test_full_turn_caller_audio_reaches_gemini(tmp_path: Path) -> None:
-    async with GeminiStandIn(reply_ms=200) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_full_turn_caller_audio_reaches_gemini(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(reply_ms=200) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-2")
         caller = await h.caller("call-2").connect()
         session = await gemini.session(0)
@@ -74,8 +87,9 @@ async def test_full_turn_caller_audio_reaches_gemini(tmp_path: Path) -> None:
         assert gemini.all_errors == []
 
 
-async def test_barge_in_clears_and_no_stale_audio_follows(tmp_path: Path) -> None:
-    async with GeminiStandIn(auto_reply=False) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_barge_in_clears_and_no_stale_audio_follows(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(auto_reply=False) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-3")
         caller = await h.caller("call-3").connect()
         session = await gemini.session(0)
@@ -101,8 +115,9 @@ async def test_barge_in_clears_and_no_stale_audio_follows(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("case", ["forged", "cross-call", "expired", "missing", "unknown-call"])
-async def test_bad_tokens_rejected_without_gemini(case: str, tmp_path: Path) -> None:
-    async with GeminiStandIn() as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory"])  # no socket detail involved: in memory only
+async def test_bad_tokens_rejected_without_gemini(case: str, kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn() as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-a")
         h.new_call("call-b")
         token = {
@@ -116,7 +131,12 @@ async def test_bad_tokens_rejected_without_gemini(case: str, tmp_path: Path) -> 
         assert await caller.wait_closed() == 1008
         await asyncio.sleep(0.1)
         assert gemini.sessions == []
-        assert b"voice_streams_rejected_total" in (await h.get("/metrics")).content
+        assert (
+            h.metric(
+                f'voice_streams_rejected_total{{reason="{"unknown_call" if case == "unknown-call" else "bad_token"}"}}'
+            )
+            == 1
+        )
 
 
 async def test_bad_upgrade_signature_rejected(tmp_path: Path) -> None:
@@ -169,8 +189,9 @@ async def test_malformed_frames_do_not_disturb_another_call(tmp_path: Path) -> N
         await good.close()
 
 
-async def test_go_away_mid_reply_resumes_without_greeting_again(tmp_path: Path) -> None:
-    async with GeminiStandIn(auto_reply=False) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_go_away_mid_reply_resumes_without_greeting_again(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(auto_reply=False) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-g")
         caller = await h.caller("call-g").connect()
         first = await gemini.session(0)
@@ -196,8 +217,9 @@ async def test_go_away_mid_reply_resumes_without_greeting_again(tmp_path: Path) 
         assert gemini.all_errors == []
 
 
-async def test_unexpected_close_reconnects_with_handle(tmp_path: Path) -> None:
-    async with GeminiStandIn(auto_reply=False) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_unexpected_close_reconnects_with_handle(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(auto_reply=False) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-r")
         caller = await h.caller("call-r").connect()
         first = await gemini.session(0)
@@ -210,9 +232,10 @@ async def test_unexpected_close_reconnects_with_handle(tmp_path: Path) -> None:
         await caller.close()
 
 
-async def test_gemini_refusal_fails_the_call_and_hangs_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_gemini_refusal_fails_the_call_and_hangs_up(kind: str, tmp_path: Path) -> None:
     refuse = (1008, "models/gemini-3.8-live is not found for API version v1beta")
-    async with GeminiStandIn(refuse=refuse) as gemini, media_node(gemini.url, tmp_path) as h:
+    async with GeminiStandIn(refuse=refuse) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-f")
         caller = await h.caller("call-f").connect()
         await caller.wait_closed()
@@ -223,8 +246,9 @@ async def test_gemini_refusal_fails_the_call_and_hangs_up(tmp_path: Path) -> Non
         assert h.rest.hangups == [f"/2010-04-01/Accounts/AC{'0' * 32}/Calls/{caller.call_sid}.json"]
 
 
-async def test_end_call_tool_says_goodbye_then_hangs_up(tmp_path: Path) -> None:
-    async with GeminiStandIn(auto_reply=False) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_end_call_tool_says_goodbye_then_hangs_up(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(auto_reply=False) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-e")
         caller = await h.caller("call-e").connect()
         session = await gemini.session(0)
@@ -236,8 +260,9 @@ async def test_end_call_tool_says_goodbye_then_hangs_up(tmp_path: Path) -> None:
         assert len(h.rest.hangups) == 1
 
 
-async def test_dtmf_reaches_the_model_as_text(tmp_path: Path) -> None:
-    async with GeminiStandIn(auto_reply=False) as gemini, media_node(gemini.url, tmp_path) as h:
+@pytest.mark.parametrize("kind", ["memory", "sockets"])
+async def test_dtmf_reaches_the_model_as_text(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(auto_reply=False) as gemini, harness(kind, gemini, tmp_path) as h:
         h.new_call("call-d")
         caller = await h.caller("call-d").connect()
         session = await gemini.session(0)
@@ -248,9 +273,9 @@ async def test_dtmf_reaches_the_model_as_text(tmp_path: Path) -> None:
         await caller.close()
 
 
-async def test_time_limit_ends_politely(tmp_path: Path) -> None:
-    async with GeminiStandIn(reply_ms=100) as gemini, media_node(gemini.url, tmp_path, max_call_seconds=10) as h:
-        h.node.settings = h.settings  # the watchdog reads node.settings
+@pytest.mark.parametrize("kind", ["memory"])  # no socket detail involved: in memory only
+async def test_time_limit_ends_politely(kind: str, tmp_path: Path) -> None:
+    async with GeminiStandIn(reply_ms=100) as gemini, harness(kind, gemini, tmp_path, max_call_seconds=10) as h:
         h.new_call("call-t")
         caller = await h.caller("call-t").connect()
         session = await gemini.session(0)

@@ -77,7 +77,8 @@ class MediaNode:
             try:
                 yield self
             finally:
-                await self.writer.flush()
+                if not await self.writer.flush():
+                    log.error("stopping with %d store writes lost", self.writer.abandon())
                 scope.cancel()
 
     # --- admission ------------------------------------------------------------------------------------------

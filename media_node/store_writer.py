@@ -63,7 +63,8 @@ class StoreWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._backlog)
+        """Writes not yet done (queued, or the one being attempted)."""
+        return sum(self._per_call.values())
 
     async def run(self) -> None:
         """The one worker: runs forever (owned by the node's task scope)."""
@@ -72,17 +73,15 @@ class StoreWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            slot, pending = next(iter(self._backlog.items()))
+            _, pending = self._backlog.popitem(last=False)  # a newer version submitted now queues behind it
             await self._attempt(pending)
-            del self._backlog[slot]
             self._done(pending.call_id)
 
     async def _attempt(self, pending: _Pending) -> None:
         tries = 0
         while True:
-            write = pending.write  # may be replaced by a newer version while we back off
             try:
-                await write()
+                await pending.write()
             except CallNotFound:
                 self._lost(pending.call_id, pending.what, "the call no longer exists")
                 return
@@ -95,7 +94,7 @@ class StoreWriter:
                 tries += 1
                 continue
             if self.failing:
-                log.info("store writes work again (%d queued)", len(self._backlog) - 1)
+                log.info("store writes work again (%d queued)", len(self._backlog))
                 self.failing = False
             return
 
@@ -126,6 +125,14 @@ class StoreWriter:
         except TimeoutError:
             return False
         return True
+
+    def abandon(self) -> int:
+        """Shutting down with writes still failing: count and log them as lost (once per call)."""
+        left = list(self._backlog.values())
+        self._backlog.clear()
+        for pending in left:
+            self._lost(pending.call_id, pending.what, "the node stopped while the store was still failing")
+        return len(left)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the backlog is empty (every call settled); False at the deadline."""

@@ -24,8 +24,8 @@ import json
 import socket
 import ssl
 import time
-import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from call_state import __version__
-from call_state.numbers import ascii_int
+from call_state.outbound_body import BodyTooLarge, BodyUnreadable, parse_json, read_capped
 from call_state.outbound_policy import Destination, DestinationRefused, IPAddress, OutboundPolicy
 from call_state.outbound_pool import DestinationPools
 from call_state.outbound_signature import SIGNATURE_HEADER, WebhookSigner
@@ -99,6 +99,7 @@ class OutboundClient:
         resolver: Resolver = system_resolver,
         transport: httpx.AsyncBaseTransport | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        pools: DestinationPools | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -107,7 +108,7 @@ class OutboundClient:
         self._signer = signer
         self._resolver = resolver
         self._transport = transport  # tests and special cases: every request through this one transport
-        self._pools = DestinationPools(ssl_context)
+        self._pools = pools if pools is not None else DestinationPools(ssl_context)
         self._clock = clock
         self._monotonic = monotonic
         self._max_response_bytes = max_response_bytes
@@ -207,25 +208,35 @@ class OutboundClient:
         extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         if destination.scheme == "https" and destination.literal is None:
             extensions["sni_hostname"] = destination.host  # TLS is verified for the name, not the IP
-        key = (destination.scheme, destination.host, destination.port)
-        connect_error: BaseException | None = None
-        for address in addresses[:MAX_ADDRESSES_TRIED]:
-            request = httpx.Request(
-                "POST", destination.pinned_url(address), headers=headers, content=body, extensions=extensions
-            )
-            if self._transport is not None:
-                response = await _exchange(self._transport, request)
-            else:
-                async with self._pools.lease(key) as transport:
-                    response = await _exchange(transport, request)
-            if isinstance(response, httpx.ConnectError):
-                connect_error = response
-                continue
-            try:
-                return response.status_code, await self._answer(response, read_json)
-            finally:
-                await response.aclose()
+        connect_error: httpx.ConnectError | None = None
+        try:
+            for address in addresses[:MAX_ADDRESSES_TRIED]:
+                request = httpx.Request(
+                    "POST", destination.pinned_url(address), headers=headers, content=body, extensions=extensions
+                )
+                async with self._transport_for(destination) as transport:
+                    try:
+                        response = await transport.handle_async_request(request)
+                    except httpx.ConnectError as exc:  # nothing was sent: the next address may answer
+                        connect_error = exc
+                        continue
+                    try:
+                        return response.status_code, await self._answer(response, read_json)
+                    finally:
+                        await response.aclose()
+        except httpx.TimeoutException:
+            raise TimeoutError from None  # the same answer as the overall deadline
+        except httpx.TransportError as exc:
+            raise _Outcome(Failure.NETWORK, f"connection failed ({type(exc).__name__})") from exc
         raise _Outcome(Failure.CONNECT, _connect_detail(connect_error))
+
+    @asynccontextmanager
+    async def _transport_for(self, destination: Destination) -> AsyncIterator[httpx.AsyncBaseTransport]:
+        if self._transport is not None:
+            yield self._transport
+            return
+        async with self._pools.lease((destination.scheme, destination.host, destination.port)) as transport:
+            yield transport  # held until the body is read: the pool is not closed under a response
 
     async def _answer(self, response: httpx.Response, read_json: bool) -> Any:
         status = response.status_code
@@ -235,66 +246,13 @@ class OutboundClient:
             raise _Outcome(Failure.STATUS, f"HTTP {status}", status)
         if not read_json or status == 204:
             return None
-        raw = await _read_capped(response, self._max_response_bytes)
+        limit = self._max_response_bytes
         try:
-            return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            detail = "empty response body" if not raw.strip() else "response body is not valid JSON"
-            raise _Outcome(Failure.BAD_JSON, detail, status) from None
-
-
-async def _exchange(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response | httpx.ConnectError:
-    """Send one request; a ConnectError is returned (the next address may work), other failures become outcomes."""
-    try:
-        return await transport.handle_async_request(request)
-    except httpx.ConnectError as exc:
-        return exc
-    except httpx.TimeoutException:
-        raise TimeoutError from None  # the same answer as the overall deadline
-    except httpx.TransportError as exc:
-        raise _Outcome(Failure.NETWORK, f"connection failed ({type(exc).__name__})") from exc
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    """The body, decompressed, at most `limit` bytes; _Outcome(TOO_LARGE) the moment it would exceed that."""
-    too_large = _Outcome(Failure.TOO_LARGE, f"response body is over {limit} bytes", response.status_code)
-    declared = ascii_int(response.headers.get("content-length", ""))
-    if declared is not None and declared > limit:
-        raise too_large
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    inflater = None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in encoding else 0))
-    elif encoding not in ("", "identity"):
-        raise _Outcome(Failure.BAD_JSON, "unsupported Content-Encoding (send identity)", response.status_code)
-    body = bytearray()
-    try:
-        async for chunk in response.aiter_raw():
-            if inflater is not None:
-                chunk = inflater.decompress(chunk, limit + 1 - len(body))
-                if inflater.unconsumed_tail:
-                    raise too_large
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-    except zlib.error:
-        raise _Outcome(Failure.BAD_JSON, "response body does not decompress", response.status_code) from None
-    except httpx.TimeoutException:
-        raise TimeoutError from None
-    except httpx.TransportError as exc:
-        raise _Outcome(Failure.NETWORK, f"connection broke while reading ({type(exc).__name__})") from exc
-    return bytes(body)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
-    return value
+            return parse_json(await read_capped(response, limit))
+        except BodyTooLarge:
+            raise _Outcome(Failure.TOO_LARGE, f"response body is over {limit} bytes", status) from None
+        except BodyUnreadable as exc:
+            raise _Outcome(Failure.BAD_JSON, str(exc), status) from None
 
 
 def _connect_detail(error: BaseException | None) -> str:

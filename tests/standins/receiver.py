@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +48,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # wait this long before answering (the request is recorded first)
     redirect_to: str | None = None  # answer 302 Location: <this> (or `status` if it is a 3xx)
-    stream_bytes: int = 0  # instead of a body: this many bytes, chunked, no Content-Length
+    stream_bytes: int = 0  # instead of a body: this many bytes (spaces, then {}), chunked, no Content-Length
     chunk_bytes: int = 65536
     chunk_delay_s: float = 0.0  # pause between chunks: a slow (drip-fed) body
 
@@ -68,14 +68,21 @@ class Received:
 
 
 @dataclass(frozen=True)
-class TestTls:
+class ThrowawayTls:
     server: ssl.SSLContext
     client: ssl.SSLContext  # trusts only the throwaway CA
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops connections when a test sends 40 at once
+
+
 class Receiver:
-    def __init__(self, secret: bytes | None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, secret: bytes | None, tls: ssl.SSLContext | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.signer = WebhookSigner(secret) if secret is not None else None
+        self._clock = clock  # what "now" is when checking the signature's age
         self.received: list[Received] = []
         self.replies: dict[str, Reply] = {}
         self.default = Reply()
@@ -83,7 +90,7 @@ class Receiver:
         self._closing = threading.Event()
         self._connections = itertools.count(1)
         self._sni: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         if tls is not None:
@@ -91,7 +98,7 @@ class Receiver:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self.scheme = "https" if tls is not None else "http"
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
         return f"{self.scheme}://{host}:{self.port}{path}"
@@ -129,7 +136,7 @@ class Receiver:
         verdict, problem = False, "no secret configured"
         if self.signer is not None:
             try:
-                self.signer.verify(headers.get(SIGNATURE_HEADER.lower(), ""), body, time.time())
+                self.signer.verify(headers.get(SIGNATURE_HEADER.lower(), ""), body, self._clock())
                 verdict, problem = True, ""
             except SignatureError as exc:
                 problem = str(exc)
@@ -176,12 +183,12 @@ class Receiver:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                left = reply.stream_bytes
+                total, sent = reply.stream_bytes, 0
                 try:
-                    while left > 0 and not receiver._closing.is_set():
-                        size = min(left, reply.chunk_bytes)
-                        self.wfile.write(b"%x\r\n" % size + b"[" * size + b"\r\n")
-                        left -= size
+                    while sent < total and not receiver._closing.is_set():
+                        size = min(total - sent, reply.chunk_bytes)
+                        self.wfile.write(b"%x\r\n" % size + _stream_slice(total, sent, size) + b"\r\n")
+                        sent += size
                         if reply.chunk_delay_s and receiver._closing.wait(reply.chunk_delay_s):
                             break
                     self.wfile.write(b"0\r\n\r\n")
@@ -213,6 +220,13 @@ class Receiver:
         return Handler
 
 
+def _stream_slice(total: int, start: int, size: int) -> bytes:
+    """Bytes [start, start + size) of a streamed body: spaces, then "{}" (whole, it is valid JSON, just large)."""
+    tail = max(0, total - 2)
+    spaces = max(0, min(start + size, tail) - start)
+    return b" " * spaces + b"{}"[max(0, start - tail) : max(0, start + size - tail)]
+
+
 class FakeResolver:
     """DNS for made-up names: `{"crm.test": ["127.0.0.1"]}`; `change()` rebinds a name; `calls` lists lookups."""
 
@@ -230,7 +244,7 @@ class FakeResolver:
         return list(self.answers[host])
 
 
-def make_tls(names: Sequence[str]) -> TestTls:
+def make_tls(names: Sequence[str]) -> ThrowawayTls:
     """A throwaway CA and a server certificate valid for `names` (DNS names or IP addresses)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -271,4 +285,4 @@ def make_tls(names: Sequence[str]) -> TestTls:
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server.load_cert_chain(chain, key)
     client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
-    return TestTls(server, client)
+    return ThrowawayTls(server, client)

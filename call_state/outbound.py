@@ -5,7 +5,7 @@
     result = await client.post_json(url, payload, timeout_s=8)
     result.ok, result.data        # a 2xx with a JSON body (204: data None)
     result.delivered              # any 2xx: what a webhook needs (read_json=False skips the body)
-    result.failure, result.detail # Failure.TIMEOUT, "no answer within 8.0 s"; never raises for the network
+    result.failure, result.detail # Failure.TIMEOUT, "no answer within 8 s"; never raises for the network
 
 Each request: JSON body signed with X-Voice-Agent-Signature (call_state.outbound_signature); the URL checked
 against the policy and resolved once (the resolver is injected; the real one is getaddrinfo in the loop's
@@ -41,6 +41,7 @@ from call_state.outbound_signature import SIGNATURE_HEADER, WebhookSigner
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 300.0
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
 MAX_ADDRESSES_TRIED = 3  # a host with a dead address still answers on the next one (nothing was sent yet)
 _RESERVED_HEADERS = {"host", "content-type", "content-length", "content-encoding", SIGNATURE_HEADER.lower()}
@@ -137,6 +138,8 @@ class OutboundClient:
         headers: Mapping[str, str] | None = None,
     ) -> OutboundResult:
         """POST `payload` as signed JSON to `url`. Raises only for programming errors (e.g. a reserved header)."""
+        if not 0 < timeout_s <= MAX_TIMEOUT_SECONDS:  # also false for NaN
+            raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_SECONDS:g}], got {timeout_s!r}")
         extra = dict(headers or {})
         if _RESERVED_HEADERS & {name.lower() for name in extra}:
             raise ValueError(f"headers may not set any of {sorted(_RESERVED_HEADERS)}")

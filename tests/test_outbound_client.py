@@ -333,6 +333,12 @@ async def test_reserved_headers_cannot_be_overridden(name: str) -> None:
         await client(transport=NoNetwork()).post_json("http://127.0.0.1/x", {}, headers={name: "x"})
 
 
+@pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf"), 301])
+async def test_a_timeout_out_of_range_is_a_programming_error(timeout_s: float) -> None:
+    with pytest.raises(ValueError, match="timeout_s must be in"):
+        await client(transport=NoNetwork()).post_json("http://127.0.0.1/x", {}, timeout_s=timeout_s)
+
+
 async def test_cancelling_a_request_in_flight(receiver: Receiver) -> None:
     receiver.reply("/slow", delay_s=30)
     outbound = client()

@@ -8,12 +8,13 @@ import gzip
 import json
 import socket
 import tracemalloc
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
 import pytest
 
-from call_state.outbound import Failure, OutboundClient, system_resolver
+from call_state.outbound import Failure, OutboundClient, OutboundResult, system_resolver
 from call_state.outbound_policy import OutboundPolicy
 from call_state.outbound_signature import SIGNATURE_HEADER, WebhookSigner
 from tests.standins.processes import free_port
@@ -44,6 +45,16 @@ class NoNetwork(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return httpx.Response(200, json={"reached": True})
+
+
+async def with_peak_memory(request: Awaitable[OutboundResult]) -> tuple[OutboundResult, int]:
+    """The result and the peak of memory allocated (in any thread) while it ran."""
+    tracemalloc.start()
+    try:
+        result = await request
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 async def test_a_tool_call_is_signed_and_answered() -> None:
@@ -152,12 +163,7 @@ async def test_redirects_are_not_followed(receiver: Receiver, status: int) -> No
 async def test_an_endless_body_is_cut_at_the_limit_with_bounded_memory(receiver: Receiver) -> None:
     receiver.reply("/endless", stream_bytes=1 << 30)  # 1 GiB if nobody hangs up
     outbound = client(max_response_bytes=256 * 1024)
-    tracemalloc.start()
-    try:
-        result = await outbound.post_json(receiver.url("/endless"), {})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = await with_peak_memory(outbound.post_json(receiver.url("/endless"), {}))
     after = await outbound.post_json(receiver.url("/fine"), {})
     await outbound.aclose()
     assert (result.failure, result.detail) == (Failure.TOO_LARGE, "response body is over 262144 bytes")
@@ -179,12 +185,7 @@ async def test_gzip_is_decoded_and_a_gzip_bomb_is_cut(receiver: Receiver) -> Non
     receiver.reply("/broken", body=b"\x1f\x8b not gzip at all", headers={"Content-Encoding": "gzip"})
     receiver.reply("/brotli", body=b"\x0b\x02\x80{}\x03", headers={"Content-Encoding": "br"})
     outbound = client()
-    tracemalloc.start()
-    try:
-        cut = await outbound.post_json(receiver.url("/bomb"), {})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    cut, peak = await with_peak_memory(outbound.post_json(receiver.url("/bomb"), {}))
     results = [await outbound.post_json(receiver.url(p), {}) for p in ("/gzip", "/broken", "/brotli")]
     await outbound.aclose()
     assert len(bomb) < (1 << 20) and cut.failure is Failure.TOO_LARGE and peak < 8 << 20

@@ -208,19 +208,24 @@ class OutboundClient:
             "Accept-Encoding": "identity",
             SIGNATURE_HEADER: self._signer.sign(body, self._clock()),
         }
-        extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        tried = addresses[:MAX_ADDRESSES_TRIED]
+        # The overall deadline (asyncio.timeout) ends the request; httpx's own timeouts sit just past it, except
+        # connecting when there are several addresses: a black-holed one gets its share, then the next is tried.
+        connect_s = timeout_s / len(tried) if len(tried) > 1 else timeout_s + 1
+        timeouts = httpx.Timeout(timeout_s + 1, connect=connect_s).as_dict()
+        extensions: dict[str, Any] = {"timeout": timeouts}
         if destination.scheme == "https" and destination.literal is None:
             extensions["sni_hostname"] = destination.host  # TLS is verified for the name, not the IP
-        connect_error: httpx.ConnectError | None = None
+        connect_error: httpx.ConnectError | httpx.ConnectTimeout | None = None
         try:
-            for address in addresses[:MAX_ADDRESSES_TRIED]:
+            for address in tried:
                 request = httpx.Request(
                     "POST", destination.pinned_url(address), headers=headers, content=body, extensions=extensions
                 )
                 async with self._transport_for(destination) as transport:
                     try:
                         response = await transport.handle_async_request(request)
-                    except httpx.ConnectError as exc:  # nothing was sent: the next address may answer
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing sent: try the next address
                         connect_error = exc
                         continue
                     try:
@@ -259,6 +264,8 @@ class OutboundClient:
 
 
 def _connect_detail(error: BaseException | None) -> str:
+    if isinstance(error, httpx.ConnectTimeout):
+        return "could not connect: timed out"
     cause = error
     for _ in range(6):  # httpx -> httpcore -> the OSError / SSLError underneath
         if isinstance(cause, ssl.SSLCertVerificationError):

@@ -292,6 +292,26 @@ async def test_a_listed_name_is_reached_even_if_its_first_address_is_dead(receiv
     assert (dead.failure, dead.detail) == (Failure.CONNECT, "could not connect: connection refused")
 
 
+async def test_a_black_holed_first_address_gets_its_share_of_the_deadline(receiver: Receiver) -> None:
+    # A listening socket whose accept queue is full drops SYNs: connecting to it hangs, like a firewalled host.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.2", receiver.port))
+        hole.listen(0)
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.2", receiver.port))
+        resolver = FakeResolver({"hole.test": ["127.0.0.2", "127.0.0.1"], "deep.test": ["127.0.0.2"]})
+        outbound = client(OutboundPolicy(frozenset({"hole.test", "deep.test"})), resolver=resolver)
+        result = await outbound.post_json(f"http://hole.test:{receiver.port}/x", {}, timeout_s=2.0)
+        stuck = await outbound.post_json(f"http://deep.test:{receiver.port}/x", {}, timeout_s=0.5)
+        await outbound.aclose()
+        for filler in fillers:
+            filler.close()
+    assert result.ok and receiver.deliveries() == 1 and result.elapsed_ms >= 900  # waited its 1 s share, no more
+    assert stuck.failure is Failure.TIMEOUT  # one address: the deadline is the answer
+
+
 async def test_localhost_when_listed_goes_through(receiver: Receiver) -> None:
     outbound = client(OutboundPolicy(frozenset({"localhost"})), resolver=system_resolver)
     result = await outbound.post_json(receiver.url("/x", host="localhost"), {})

@@ -28,7 +28,7 @@ def tls() -> ThrowawayTls:
 
 @pytest.fixture
 def receiver(tls: ThrowawayTls) -> Iterator[Receiver]:
-    with Receiver(SECRET, tls=tls.server) as running:
+    with Receiver(SECRET, tls=tls.server()) as running:
         yield running
 
 

@@ -14,7 +14,8 @@ a huge / slow / endless streamed body.
         assert receiver.deliveries("/book") == 1 and receiver.received[0].signature_ok
 
 `FakeResolver` answers DNS for made-up names (and can change its answer, as a rebinding attacker would);
-`make_tls(names)` builds a throwaway CA and a certificate for `names` (server and client contexts).
+`make_tls(names)` builds a throwaway CA and a certificate for `names`: `Receiver(SECRET, tls=tls.server())`, and
+`OutboundClient(..., ssl_context=tls.client)` trusts it.
 """
 
 from __future__ import annotations
@@ -69,12 +70,27 @@ class Received:
 
 @dataclass(frozen=True)
 class ThrowawayTls:
-    server: ssl.SSLContext
+    chain_pem: bytes  # the server certificate, then the CA's
+    key_pem: bytes
     client: ssl.SSLContext  # trusts only the throwaway CA
+
+    def server(self) -> ssl.SSLContext:
+        """A fresh server context (each Receiver sets its own SNI callback on it)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as scratch:
+            chain, key = Path(scratch) / "chain.pem", Path(scratch) / "key.pem"
+            chain.write_bytes(self.chain_pem)
+            key.write_bytes(self.key_pem)
+            context.load_cert_chain(chain, key)
+        return context
 
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 drops connections when a test sends 40 at once
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up mid-answer, failed TLS handshakes: what these tests provoke on purpose
 
 
 class Receiver:
@@ -91,8 +107,6 @@ class Receiver:
         self._connections = itertools.count(1)
         self._sni: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         if tls is not None:
             tls.sni_callback = self._remember_sni
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
@@ -279,11 +293,6 @@ def make_tls(names: Sequence[str]) -> ThrowawayTls:
     ca = certificate("test CA (not real)", ca_key, "test CA (not real)", ca_key, True, [])
     leaf = certificate(names[0], leaf_key, "test CA (not real)", ca_key, False, [general_name(n) for n in names])
     pem = serialization.Encoding.PEM
-    with tempfile.TemporaryDirectory() as scratch:
-        chain, key = Path(scratch) / "chain.pem", Path(scratch) / "key.pem"
-        chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-        key.write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.load_cert_chain(chain, key)
+    key = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
-    return ThrowawayTls(server, client)
+    return ThrowawayTls(leaf.public_bytes(pem) + ca.public_bytes(pem), key, client)

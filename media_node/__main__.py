@@ -1,7 +1,8 @@
-"""`python -m media_node`: the standalone media node (no control plane), as run on the EC2 node."""
+"""`python -m media_node`: the standalone media node (no control plane), as run on the AWS media nodes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -12,14 +13,19 @@ from call_state.store import open_store
 def main() -> None:
     settings = startup_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    from media_node.app import create_media_app
-    from media_node.server import run
+    from media_node.node import MediaNode
+    from media_node.ws_server import serve_media_node
 
     store = open_store(
         settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
     )
-    app = create_media_app(settings, store)
-    run(app, settings, app.state.node)
+    node = MediaNode(settings, store)
+    try:
+        import uvloop
+    except ImportError:  # not on PyPI for every platform: the stdlib loop works, a little slower
+        asyncio.run(serve_media_node(node, settings))
+    else:
+        uvloop.run(serve_media_node(node, settings))
 
 
 if __name__ == "__main__":

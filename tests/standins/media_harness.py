@@ -22,6 +22,7 @@ from media_node.app import create_media_app
 from media_node.node import MediaNode
 from media_node.server import DrainingServer, uvicorn_config
 from media_node.stream_handler import handle_stream
+from media_node.ws_server import serve_media_node
 from tests.standins.gemini_server import GeminiStandIn
 from tests.standins.memory_socket import MemorySocket, MemoryTwilioSocket, socket_pair
 from tests.standins.twilio_caller import TwilioCaller
@@ -174,24 +175,51 @@ async def memory_media_node(
 
 
 @asynccontextmanager
-async def media_node(gemini_url: str, tmp_path: Any, **overrides: Any) -> AsyncIterator[MediaHarness]:
-    """The real media node app (uvicorn on a loopback port)."""
+async def media_node(
+    gemini_url: str, tmp_path: Any, *, server: str = "websockets", **overrides: Any
+) -> AsyncIterator[MediaHarness]:
+    """The real media node on a loopback port: `python -m media_node`'s websockets server, or (`server="uvicorn"`)
+    the ASGI app the all-in-one server mounts."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = harness_settings(gemini_url, port, **overrides)
     store = SqliteCallStore(str(tmp_path / "calls.db"))
     rest, twilio = recorded_twilio()
+    if server == "websockets":
+        node = MediaNode(settings, store, twilio)
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve_media_node(node, settings, sockets=[sock], stop=stop))
+        await _until_listening(port)
+        try:
+            yield MediaHarness(settings, store, node, f"ws://127.0.0.1:{port}/stream", f"http://127.0.0.1:{port}", rest)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            store.close()
+        return
     app = create_media_app(settings, store, twilio=twilio)
-    node: MediaNode = app.state.node
-    server = DrainingServer(uvicorn_config(app, settings), node, settings.drain_grace_seconds)
-    server.config.log_level = "warning"
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    node = app.state.node
+    uvicorn_server = DrainingServer(uvicorn_config(app, settings), node, settings.drain_grace_seconds)
+    uvicorn_server.config.log_level = "warning"
+    task = asyncio.create_task(uvicorn_server.serve(sockets=[sock]))
+    while not uvicorn_server.started:
         await asyncio.sleep(0.01)
     try:
         yield MediaHarness(settings, store, node, f"ws://127.0.0.1:{port}/stream", f"http://127.0.0.1:{port}", rest)
     finally:
-        server.should_exit = True  # graceful: open sockets are closed, calls end, the node's lifespan flushes
-        await asyncio.wait_for(task, 10)  # the app's lifespan flushed the node's store writes
+        uvicorn_server.should_exit = True  # graceful: open sockets are closed, calls end, the lifespan flushes
+        await asyncio.wait_for(task, 10)
         store.close()
+
+
+async def _until_listening(port: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.01)
+                continue
+            writer.close()
+            return

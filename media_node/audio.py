@@ -2,14 +2,15 @@
 
 - mu-law by lookup tables, bit-exact with the old stdlib `audioop` (removed in Python 3.13).
 - Streaming polyphase windowed-sinc FIR resamplers that keep their state across chunks (per-chunk resampling
-  clicks at every edge), anti-aliased (the 24k -> 8k decimator rejects 4.6-11.4 kHz by about 90 dB, far below
-  mu-law's resolution), ~3 ms group delay each way, and output proportional to every input (no soxr-style bursts).
+  clicks at every edge), anti-aliased (the 24k -> 8k decimator attenuates everything that would fold into
+  300-3400 Hz by at least 99 dB, below what mu-law can carry), ~3 ms group delay each way, and output
+  proportional to every input (no soxr-style bursts, nothing held back).
 - Gemini chunks may have odd byte counts: the odd byte is carried to the next chunk. Output to Twilio is whole
   160-byte (20 ms) frames; `flush_caller()` emits the held-back tail at the end of a turn.
 
 Two kernels run the same filters: the compiled `media_node._audiokernel` (C, built by `pip install`; the default,
-~8x faster) and the numpy code below (the fallback where no C compiler was found). Their outputs agree within
-1 LSB (tests/test_audio.py). Without the compiled kernel the first `CallAudio()` says so in one INFO log line.
+several times faster) and the numpy code below (the fallback where no C compiler was found). Their outputs agree
+within 1 LSB (tests/test_audio.py). Without the compiled kernel the first `CallAudio()` says so in one INFO line.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class NumpyUpsampler:
         if not ulaw:
             return b""
         buf: FloatArray = np.concatenate((self._hist, ULAW_DECODE_F[np.frombuffer(ulaw, dtype=np.uint8)]))
-        self._hist = buf[len(buf) - len(self._hist) :]
+        self._hist = buf[len(buf) - len(self._hist) :].copy()  # a view would keep all of buf
         out: FloatArray = np.empty(2 * len(ulaw))
         out[0::2] = np.convolve(buf, self._even, "valid")
         out[1::2] = np.convolve(buf, self._odd, "valid")
@@ -117,7 +118,7 @@ class NumpyDecimator:
         if not pcm24:
             return b""
         buf: FloatArray = np.concatenate((self._hist, np.frombuffer(pcm24, dtype="<i2")))
-        self._hist = buf[len(buf) - len(self._hist) :]
+        self._hist = buf[len(buf) - len(self._hist) :].copy()  # a view would keep all of buf
         # One C-level convolution, then keep every third output on the global grid: cheaper in numpy than
         # three per-phase convolutions, whose Python overhead dominates at 20 ms chunk sizes.
         out: FloatArray = np.convolve(buf, DOWN_TAPS, "valid")[self._phase :: 3]
@@ -158,7 +159,7 @@ DEFAULT_KERNEL = COMPILED_KERNEL or NUMPY_KERNEL
 
 @functools.cache
 def _say_fallback_once() -> None:
-    log.info("audio: compiled kernel %s; using the numpy fallback (same output, ~8x the CPU)", _COMPILED_MISSING)
+    log.info("audio: compiled kernel %s; using the numpy fallback (same output, more CPU)", _COMPILED_MISSING)
 
 
 class CallAudio:

@@ -23,8 +23,8 @@ static uint8_t ulaw_encode[65536];
 static int tables_ready = 0;
 
 /* y[k] += sum_t h[t] * x[k + t] for k < n, each output summed in tap order. LANES outputs are computed together
- * in vector registers (GCC/Clang vector extensions: SSE2/NEON, AVX2 where the CPU has it). There is no fused
- * multiply-add on x86, so both x86 variants give bit-identical results. */
+ * in vector registers (GCC/Clang vector extensions: SSE2/NEON, AVX2 where the CPU has it). Neither x86-64 variant
+ * uses fused multiply-add (AVX2 is not FMA), so both give bit-identical results. */
 #define LANES 16
 #define FIR_TAIL                                                                                          \
     for (; k < n; k++) {                                                                                  \
@@ -57,12 +57,12 @@ typedef void (*fir_fn)(const double *restrict, const double *restrict, Py_ssize_
     }
 typedef double vec2 __attribute__((vector_size(16)));
 DEFINE_FIR(fir_add_vec2, vec2, )
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
 typedef double vec4 __attribute__((vector_size(32)));
 DEFINE_FIR(fir_add_avx2, vec4, __attribute__((target("avx2"))))
 #endif
 static fir_fn pick_fir(void) {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) return fir_add_avx2;
 #endif
@@ -162,7 +162,8 @@ static PyObject *up_process(Fir *self, PyObject *arg) {
         Py_ssize_t n = in.len - done < MAX_BLOCK ? in.len - done : MAX_BLOCK;
         double *x = self->buf + self->hist;
         for (Py_ssize_t i = 0; i < n; i++) x[i] = ulaw_decode[src[done + i]];
-        memset(self->work, 0, 2 * MAX_BLOCK * sizeof(double));
+        memset(even, 0, n * sizeof(double));
+        memset(odd, 0, n * sizeof(double));
         fir_add(self->buf, self->taps, self->k, n, even);
         fir_add(self->buf, self->taps + self->k, self->k, n, odd);
         for (Py_ssize_t i = 0; i < n; i++) {

@@ -111,7 +111,7 @@ def transcoders() -> list[Callable[[], Any]]:
 
 
 # --- signals and runs ---------------------------------------------------------------------------------------------
-def tone(freq: float, rate: int, seconds: float, amplitude: float, ramp_s: float = 0.0) -> np.ndarray:
+def tone(freq: float, rate: int, seconds: float, amplitude: float = TONE_LEVEL, ramp_s: float = 0.0) -> np.ndarray:
     """A sine, optionally faded in and out (raised cosine) so its onset is no broadband click."""
     x = amplitude * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)
     ramp = int(rate * ramp_s)

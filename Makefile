@@ -11,11 +11,12 @@ BENCH_VENV := bench/.venv
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt pyproject.toml
+RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt pyproject.toml \
+	setup.py media_node/_audiokernel.c
 # What `make check` (and so `make test`) lints and type-checks: every package we ship, the CDK app included.
 TYPED := call_state media_node lambda_api infra all_in_one.py
 
-.PHONY: run test check bench setup lint system-deps clean help
+.PHONY: run test check bench setup lint system-deps build-deps clean help
 help:
 	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
 	@echo "make test   - install what is missing, then run every test"
@@ -27,7 +28,7 @@ $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime-installed: $(BIN)/python $(RUNTIME_REQS)
+$(VENV)/.runtime-installed: $(BIN)/python $(RUNTIME_REQS) | build-deps
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
@@ -42,21 +43,35 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck. Installed when
-# running as root (CI, a fresh VM); otherwise the tests that need them say so loudly.
-system-deps:
+# Shell: install the Debian packages named in $$missing when root (CI, a fresh VM), else say they are missing.
+APT_MISSING = if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "!!! could not install$$missing: $(1)"; \
+	  else echo "!!! missing$$missing (not root): $(1)"; fi; \
+	fi
+
+# A C compiler and the Python headers, for the audio kernel (media_node/_audiokernel.c) that `pip install -e .`
+# builds; without them the media node runs its numpy fallback (same output, more CPU).
+build-deps:
+	@missing=""; \
+	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing build-essential"; \
+	if [ -n "$(PYTHON)" ] && ! $(PYTHON) -c 'import os, sys, sysconfig; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then \
+	  missing="$$missing $$($(PYTHON) -c 'import sys; print(f"python3.{sys.version_info.minor}-dev")')"; fi; \
+	$(call APT_MISSING,the audio kernel falls back to numpy)
+
+# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck, and the C build tools
+# (a test requires the compiled audio kernel in CI). Installed when running as root (CI, a fresh VM); otherwise
+# the tests that need them say so loudly.
+system-deps: build-deps
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing:$$missing"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
-	      || echo "!!! could not install$$missing: the tests that need them will report it"; \
-	  else echo "!!! missing$$missing (not root): the tests that need them will report it"; fi; \
-	fi
+	$(call APT_MISSING,the tests that need them will report it)
 
 run: $(VENV)/.runtime-installed
 	@test -f .env || echo "No .env found: starting with defaults (copy .env.example to .env to add credentials)."
@@ -79,7 +94,7 @@ check: $(VENV)/.dev-installed
 
 lint: check
 
-$(BENCH_VENV)/.installed: $(BIN)/python $(RUNTIME_REQS) bench/requirements-bench.txt
+$(BENCH_VENV)/.installed: $(BIN)/python $(RUNTIME_REQS) bench/requirements-bench.txt | build-deps
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q -r requirements.txt -r bench/requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install -q --no-deps -e .

@@ -1,7 +1,9 @@
 """`make bench`: run every benchmark, print one table, write JSON (bench/results/) and the latency plot (docs/).
 
 Benchmarks print figures; they never pass or fail. Each module exposes `run(quick: bool) -> list[dict]` with rows
-{"figure", "ours", "unit", and optionally "pipecat", "audioop", "baseline", "target", "note"}.
+{"figure", "ours", "unit", and optionally "pipecat", "audioop", "baseline", "target", "note"}; a value is a number
+or a string (e.g. "8 / 21", "< -95 dB (floor)"). The table always has the columns
+figure | ours | pipecat | audioop | baseline | unit | target | note.
 """
 
 from __future__ import annotations
@@ -49,25 +51,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def ratio(row: dict[str, Any]) -> str:
-    ours = row.get("ours")
-    other = next((row[c] for c in COLUMNS[1:] if isinstance(row.get(c), int | float)), None)
-    if not isinstance(ours, int | float) or not isinstance(other, int | float) or ours == 0:
-        return "–"
-    return f"{other / ours:.2g}×"
-
-
 def table(rows: list[dict[str, Any]]) -> str:
-    used = [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
-    header = ["figure", *used, "ratio (alt/ours)", "unit", "target"]
-    lines = [
-        [r.get("figure", ""), *[fmt(r.get(c)) for c in used], ratio(r), r.get("unit", ""), r.get("target", "")]
-        for r in rows
-    ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
-    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + " |"]
+    """One Markdown table: every system's column always present, in a fixed order; a dash where it has no figure."""
+    header = ["figure", *COLUMNS, "unit", "target", "note"]
+    lines = [[r.get("figure", ""), *[fmt(r.get(c)) for c in COLUMNS], r.get("unit", ""), r.get("target", ""),
+              r.get("note", "")] for r in rows]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
+    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
     out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    out += ["| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)) + " |" for line in lines]
+    out += ["| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)) + " |" for line in lines]
     return "\n".join(out)
 
 

@@ -51,10 +51,9 @@ def _ulaw_frame(loud: bool) -> bytes:
 
 SILENT_B64 = base64.b64encode(_ulaw_frame(False)).decode()
 LOUD_B64 = base64.b64encode(_ulaw_frame(True)).decode()
-AGENT_CHUNK = orjson.dumps(
-    {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(
-        (8000 * np.sin(2 * np.pi * 440 * np.arange(960) / 24000)).astype("<i2").tobytes()).decode()}}]}}}
-)  # fmt: skip
+_AGENT_PCM = (8000 * np.sin(2 * np.pi * 440 * np.arange(960) / 24000)).astype("<i2").tobytes()  # 40 ms at 24 kHz
+_AGENT_PART = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(_AGENT_PCM).decode()}}
+AGENT_CHUNK = orjson.dumps({"serverContent": {"modelTurn": {"parts": [_AGENT_PART]}}})
 QUIET_PCM16K_B64 = "A" * 24  # a run of zero samples in the middle of a frame: the frame is silence
 
 
@@ -123,7 +122,7 @@ async def start_node(kind: str, gemini_url: str, db: str) -> tuple[subprocess.Po
                gemini_url]  # fmt: skip
     pin = (lambda: os.sched_setaffinity(0, {NODE_CORE})) if _cores() >= 2 else None
     with open(Path(tempfile.gettempdir()) / f"bench-load-{kind}.log", "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=pin)  # noqa: PLW1509
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=pin)
     problem = await asyncio.to_thread(wait_for_port, port, proc, 20)
     if problem:
         proc.kill()

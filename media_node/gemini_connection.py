@@ -33,7 +33,7 @@ class GeminiUnavailable(Exception):
 class GeminiSocket(Protocol):
     """What we need of a WebSocket (websockets' ClientConnection has it); a close raises ConnectionClosed."""
 
-    async def send(self, message: str) -> None: ...
+    async def send(self, message: str | bytes, *, text: bool | None = None) -> None: ...
     async def recv(self) -> str | bytes: ...
     async def close(self) -> None: ...
 
@@ -108,12 +108,12 @@ class GeminiConnection:
         connection._reader = scope.spawn(connection._read(inbox), name="gemini-reader")
         return connection
 
-    async def send(self, frame: str) -> bool:
-        """False when the socket has closed (its reader reports why)."""
+    async def send(self, frame: str | bytes) -> bool:
+        """A text frame (bytes are sent as UTF-8 text without a decode); False when the socket has closed."""
         if self._closed:
             return False
         try:
-            await self.socket.send(frame)
+            await self.socket.send(frame, text=True)
         except websockets.ConnectionClosed:
             return False
         return True

@@ -32,11 +32,11 @@ class MemorySocket:
     close_reason: str | None = None
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def send(self, message: str | bytes) -> None:
+    async def send(self, message: str | bytes, *, text: bool | None = None) -> None:
         if self._closed.is_set():
             raise self._error()
         assert self.peer is not None
-        self.peer._inbox.put_nowait(message)
+        self.peer._inbox.put_nowait(message.decode() if text and isinstance(message, bytes) else message)
         await asyncio.sleep(0)  # a real send yields to the loop too
 
     async def recv(self) -> str | bytes:

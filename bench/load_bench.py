@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,13 +28,11 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench.bridge_bench import SECRET, bench_call, cpu_seconds
+from bench.node_process import SECRET, bench_call, cpu_seconds, rss_mb, start_node
 from call_state.sqlite_store import SqliteCallStore
 from call_state.tokens import StreamTokens
 from media_node.audio import pcm16_to_ulaw
-from tests.standins.processes import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parent.parent
 MEASURE_S = 5.0
 TARGET_P99_MS = 50.0
 MAX_CALLS = 800
@@ -107,38 +104,8 @@ class LeanGemini:
             await self.ready.wait_for(lambda: len(self.sessions) >= n)
 
 
-async def start_node(kind: str, gemini_url: str, db: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "GEMINI_LIVE_URL": gemini_url,
-           "GEMINI_API_KEY": "bench-key-not-real", "STREAM_TOKEN_SECRET": SECRET, "CALL_STORE": f"sqlite:///{db}",
-           "MAX_CONCURRENT_CALLS": str(MAX_CALLS + 10), "IDLE_TIMEOUT_SECONDS": "300", "DRAIN_GRACE_SECONDS": "3",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    for key in ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "PUBLIC_URL", "MEDIA_STREAM_URL"):
-        env.pop(key, None)
-    if kind == "ours":
-        cmd = [sys.executable, "-m", "media_node"]
-    else:
-        cmd = [sys.executable, str(ROOT / "bench" / "baseline_bridge.py"), "--port", str(port), "--gemini-url",
-               gemini_url]  # fmt: skip
-    pin = (lambda: os.sched_setaffinity(0, {NODE_CORE})) if _cores() >= 2 else None
-    with open(Path(tempfile.gettempdir()) / f"bench-load-{kind}.log", "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=pin)
-    problem = await asyncio.to_thread(wait_for_port, port, proc, 20)
-    if problem:
-        proc.kill()
-        raise RuntimeError(f"{kind} node {problem}")
-    return proc, f"ws://127.0.0.1:{port}/stream"
-
-
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def _call(url: str, call: Call, call_id: str, token: str) -> None:
@@ -223,7 +190,8 @@ async def run_load(kind: str, n: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             db = f"{tmp}/calls.db"
             store, tokens = SqliteCallStore(db), StreamTokens(SECRET.encode())
-            proc, url = await start_node(kind, gemini.url, db)
+            core = NODE_CORE if _cores() >= 2 else None
+            proc, url = await start_node(kind, gemini.url, db, core=core, max_calls=MAX_CALLS + 10)
             await asyncio.sleep(0.5)
             idle_rss = rss_mb(proc.pid)
             calls = [Call(i) for i in range(n)]

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark, print one table, write JSON (bench/results/) and the latency plot (docs/).
+"""`make bench`: run every benchmark, print one table, write JSON (bench/results/) and the load plot (docs/).
 
 Benchmarks print figures; they never pass or fail. Each module exposes `run(quick: bool) -> list[dict]` with rows
 {"figure", "ours", "unit", and optionally "pipecat", "audioop", "baseline", "target", "note"}; a value is a number
@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUITES = ["bench.audio_bench", "bench.bridge_bench", "bench.control_bench"]
+SUITES = ["bench.audio_bench", "bench.bridge_bench", "bench.load_bench", "bench.control_bench"]
 COLUMNS = ["ours", "pipecat", "audioop", "baseline"]
 
 
@@ -64,7 +64,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    points = [r for r in rows if r.get("plot") == "latency_vs_calls"]
+    """docs/load_vs_calls.png: p99 latency and CPU per call against simultaneous calls, ours and the baseline."""
+    points = [r for r in rows if r.get("plot") == "load_vs_calls"]
     if not points:
         return
     import matplotlib
@@ -72,17 +73,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (latency, cpu) = plt.subplots(1, 2, figsize=(11, 4))
     for series in sorted({p["series"] for p in points}):
-        xs = [p["calls"] for p in points if p["series"] == series]
-        ys = [p["p99_ms"] for p in points if p["series"] == series]
-        ax.plot(xs, ys, marker="o", label=series)
-    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="50 ms target")
-    ax.set_xlabel("simultaneous calls (one media node process)")
-    ax.set_ylabel("per-frame latency p99 (ms)")
-    ax.set_title("Bridge latency vs concurrent calls")
-    ax.legend()
-    ax.grid(alpha=0.3)
+        mine = sorted((p for p in points if p["series"] == series), key=lambda p: p["calls"])
+        calls = [p["calls"] for p in mine]
+        latency.plot(calls, [p["p99_ms"] for p in mine], marker="o", label=series)
+        cpu.plot(calls, [p["cpu_per_call_pct"] for p in mine], marker="o", label=series)
+    latency.axhline(50, color="grey", linestyle="--", linewidth=1, label="50 ms target")
+    latency.set(xlabel="simultaneous calls (node pinned to one core)", ylabel="p99 latency, worse direction (ms)",
+                title="Latency vs calls", yscale="log")  # fmt: skip
+    cpu.set(xlabel="simultaneous calls (node pinned to one core)", ylabel="% of one core per call",
+            title="CPU per call vs calls", ylim=(0, None))  # fmt: skip
+    for ax in (latency, cpu):
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -113,7 +117,7 @@ def main() -> None:
     (out_dir / f"bench-{stamp}.json").write_text(json.dumps(result, indent=2, default=str))
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2, default=str))
     if not args.quick:
-        plot(rows, ROOT / "docs" / "latency_vs_calls.png")
+        plot(rows, ROOT / "docs" / "load_vs_calls.png")
     print(f"\nJSON: bench/results/bench-{stamp}.json")
 
 

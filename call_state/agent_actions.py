@@ -148,7 +148,7 @@ def _voicemail(v: object) -> Voicemail | None:
     if not isinstance(v, dict) or set(v) - {"action", "message"}:
         raise ValueError("voicemail: must be {'action': 'leave_message' | 'hang_up', 'message': ...}")
     try:
-        action = VoicemailAction(v.get("action"))
+        action = VoicemailAction(str(v.get("action")))
     except ValueError:
         raise ValueError("voicemail.action: leave_message or hang_up") from None
     message = v.get("message", "")

@@ -9,8 +9,9 @@ from call_state.ids import SAFE_TEXT, TOOL_NAME, loggable
 from media_node.call_context import CallContext
 from media_node.call_ending import CallEnding
 from media_node.call_phase import CallOutcome
-from media_node.gemini_session import END_CALL_TOOL, ToolCall
+from media_node.gemini_session import ToolCall
 from media_node.gemini_sessions import GeminiSessions
+from media_node.tool_declarations import END_CALL
 
 
 class AgentTools:
@@ -18,7 +19,7 @@ class AgentTools:
         self._ctx, self._sessions, self._ending = ctx, sessions, ending
 
     async def call(self, call: ToolCall) -> None:
-        if call.name != END_CALL_TOOL["name"]:
+        if call.name != END_CALL:
             self._ctx.log.warning("Gemini called an unknown tool %s", loggable(call.name, TOOL_NAME))
             await self._sessions.send_tool_response(call.call_id, call.name, {"error": "unknown tool"})
             return

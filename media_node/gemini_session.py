@@ -16,19 +16,16 @@ from typing import Any
 
 import orjson
 
+from call_state.agent_actions import CallActions
 from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, TranscriptTurn
+from media_node.tool_declarations import declarations
 
 INPUT_MIME = "audio/pcm;rate=16000"
 MAX_HANDLE_CHARS = 4096
 _AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"' + INPUT_MIME.encode() + b'","data":"'
 _AUDIO_TAIL = b'"}}}'
 _DURATION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?s")
-END_CALL_TOOL = {
-    "name": "end_call",
-    "description": "Hang up the phone call. Say goodbye first; call this only when the conversation is over.",
-    "parameters": {"type": "OBJECT", "properties": {"reason": {"type": "STRING"}}},
-}
 
 
 @dataclass(frozen=True)
@@ -139,9 +136,10 @@ class GeminiSession:
     socket's codec when the next one is opened.
     """
 
-    def __init__(self, model: str, agent: AgentSettings) -> None:
+    def __init__(self, model: str, agent: AgentSettings, tools: list[dict[str, Any]] | None = None) -> None:
         self.model = model if model.startswith("models/") else f"models/{model}"
         self.agent = agent
+        self.tools = tools if tools is not None else declarations(model, CallActions())
         self.resume_handle: str | None = None
         self.setup_complete = False
 
@@ -161,7 +159,7 @@ class GeminiSession:
             "model": self.model,
             "generationConfig": {"responseModalities": ["AUDIO"], "speechConfig": speech},
             "systemInstruction": {"parts": [{"text": instruction}]},
-            "tools": [{"functionDeclarations": [END_CALL_TOOL]}],
+            "tools": [{"functionDeclarations": self.tools}],
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
             # Always present (no handle key at all for a fresh session: `"handle": null` is refused with 1007).
@@ -184,8 +182,13 @@ class GeminiSession:
     def audio_stream_end(self) -> str:
         return _dumps({"realtimeInput": {"audioStreamEnd": True}})
 
-    def tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> str:
-        return _dumps({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}})
+    def tool_response(self, call_id: str, name: str, response: dict[str, Any], scheduling: str | None = None) -> str:
+        """The answer to a `toolCall`. `scheduling` (async tools) goes both inside `response`, as Google's docs
+        show, and on the function response, as the SDK has it: which one the server reads is not documented."""
+        answer: dict[str, Any] = {"id": call_id, "name": name, "response": response}
+        if scheduling is not None:
+            answer = {**answer, "response": {**response, "scheduling": scheduling}, "scheduling": scheduling}
+        return _dumps({"toolResponse": {"functionResponses": [answer]}})
 
     def receive(self, frame: bytes | str) -> list[GeminiEvent]:
         try:

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from call_state.agent_actions import CallActions, actions_from_record
+
 
 class CallStatus(enum.StrEnum):
     CREATED = "created"
@@ -17,6 +19,7 @@ class CallStatus(enum.StrEnum):
     INITIATED = "initiated"
     RINGING = "ringing"
     IN_PROGRESS = "in-progress"
+    TRANSFERRED = "transferred"  # ours (Twilio has no such status): the agent handed the caller to a person
     COMPLETED = "completed"
     BUSY = "busy"
     NO_ANSWER = "no-answer"
@@ -29,7 +32,7 @@ class CallStatus(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        """created < queued < initiated < ringing < in-progress < any terminal status."""
+        """created < queued < initiated < ringing < in-progress < transferred < any terminal status."""
         return _RANK[self]
 
 
@@ -42,7 +45,8 @@ _RANK = {
     CallStatus.INITIATED: 2,
     CallStatus.RINGING: 3,
     CallStatus.IN_PROGRESS: 4,
-    **{s: 5 for s in TERMINAL_STATUSES},
+    CallStatus.TRANSFERRED: 5,
+    **{s: 6 for s in TERMINAL_STATUSES},
 }
 
 
@@ -197,6 +201,49 @@ class CallFigures:
 
 
 @dataclass(frozen=True)
+class ToolCallRecord:
+    """One function call of the agent (the user's tools, a transfer) and how it went."""
+
+    tool_call_id: str  # Gemini's functionCalls[].id
+    name: str
+    arguments: dict[str, Any]
+    status: str  # ok | error | timeout | refused | cancelled | ... (call_state.outbound.Failure values)
+    ms: float
+    at: float
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool_call_id": self.tool_call_id, "name": self.name, "arguments": self.arguments,
+                "status": self.status, "ms": self.ms, "at": self.at, "error": self.error}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCallRecord:
+        args = d.get("arguments")
+        return cls(str(d["tool_call_id"]), str(d["name"]), args if isinstance(args, dict) else {},
+                   str(d.get("status", "")), float(d.get("ms", 0.0)), float(d.get("at", 0.0)),
+                   str(d.get("error", "")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Twilio's recording of the call (RecordingStatusCallback); the audio is served by GET /calls/{id}/recording."""
+
+    sid: str
+    url: str
+    duration_s: float | None = None
+    channels: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sid": self.sid, "url": self.url, "duration_s": self.duration_s, "channels": self.channels}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recording:
+        duration = d.get("duration_s")
+        return cls(str(d.get("sid", "")), str(d.get("url", "")), None if duration is None else float(duration),
+                   int(d.get("channels", 2)))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class CallRecord:
     call_id: str
     direction: Direction
@@ -215,6 +262,12 @@ class CallRecord:
     stream_events: tuple[StreamEvent, ...] = ()
     figures: CallFigures = field(default_factory=CallFigures)
     error: str = ""
+    actions: CallActions = field(default_factory=CallActions)
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    transferred_to: str = ""
+    answered_by: str = ""  # Twilio's AnsweredBy (answering machine detection), when asked for
+    recording: Recording | None = None
+    webhook: dict[str, Any] = field(default_factory=dict)  # end-of-call webhook delivery state
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at <= now
@@ -239,6 +292,12 @@ class CallRecord:
             "stream_events": [e.to_dict() for e in self.stream_events],
             "figures": self.figures.to_dict(),
             "error": self.error,
+            "actions": self.actions.to_dict(),
+            "tool_calls": [t.to_dict() for t in self.tool_calls],
+            "transferred_to": self.transferred_to,
+            "answered_by": self.answered_by,
+            "recording": self.recording.to_dict() if self.recording else None,
+            "webhook": dict(self.webhook),
             "created_at": self.created_at,
             "expires_at": self.expires_at,
         }
@@ -261,6 +320,12 @@ class CallRecord:
             stream_events=tuple(StreamEvent.from_dict(e) for e in d.get("stream_events", [])),
             figures=CallFigures.from_dict(d.get("figures") or {}),
             error=str(d.get("error", "")),
+            actions=actions_from_record(d.get("actions")),
+            tool_calls=tuple(ToolCallRecord.from_dict(t) for t in d.get("tool_calls", [])),
+            transferred_to=str(d.get("transferred_to", "")),
+            answered_by=str(d.get("answered_by", "")),
+            recording=Recording.from_dict(d["recording"]) if d.get("recording") else None,
+            webhook=dict(d.get("webhook") or {}),
             created_at=float(d["created_at"]),
             expires_at=int(d["expires_at"]),
         )

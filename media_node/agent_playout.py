@@ -23,17 +23,29 @@ class AgentPlayout:
         self.tracker = PlaybackTracker()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._muted = False  # the rest of the current reply is dropped (see mute_until_turn_end)
 
     async def play(self, pcm24: bytes) -> int:
         """Convert and send agent audio; returns the mu-law bytes sent (0 while a frame is still filling)."""
+        if self._muted:
+            return 0
         return await self._send(self._audio.gemini_to_caller(pcm24))
+
+    def mute_until_turn_end(self) -> None:
+        """Drop the rest of the reply Gemini is still sending (its turn ends with turnComplete or interrupted)."""
+        self._muted = True
+        self._audio.reset_outbound()
 
     async def end_of_reply(self) -> int:
         """Generation or turn complete: send the filter tail and the last partial frame (padded)."""
+        if self._muted:
+            self._audio.reset_outbound()
+            return 0
         return await self._send(self._audio.flush_caller())
 
     def turn_complete(self) -> None:
         self.tracker.new_turn()
+        self._muted = False
 
     async def barge_in(self) -> float:
         """The caller talked over the agent: drop what we hold, then Twilio's buffer. Returns the heard share."""
@@ -43,6 +55,7 @@ class AgentPlayout:
         heard = self.tracker.heard_fraction()
         self.tracker.new_turn()
         self._idle.set()
+        self._muted = False
         self._ctx.metrics.barge_ins.inc()
         return heard
 

@@ -31,12 +31,14 @@ from media_node.gemini_session import (
     Malformed,
     OutputTranscript,
     ToolCall,
+    ToolCallCancelled,
     TurnComplete,
 )
 from media_node.gemini_sessions import GeminiSessions
 from media_node.task_scope import TaskScope
 from media_node.twilio_socket import TwilioSocket
 from media_node.twilio_stream import CallerAudio, Dtmf, MarkEchoed, Rejected, Stopped, TwilioStream
+from media_node.voicemail import VoicemailWatch
 
 
 @dataclass
@@ -55,14 +57,22 @@ class CallBridge:
     writes: CallWrites
     scope: TaskScope
     over: asyncio.Event
+    voicemail: VoicemailWatch | None = None  # calls that asked what to do on an answering machine
 
     async def run(self) -> None:
         """Bridge until the call is over (`finish`), then cancel the call's tasks."""
         self.scope.spawn(self._from_twilio(), name="from-twilio")
         self.scope.spawn(self._from_gemini(), name="from-gemini")
         self.scope.spawn(self.ending.watch(), name="limits")
+        if self.voicemail is not None:
+            self.scope.spawn(self.voicemail.run(), name="voicemail")
         await self.over.wait()
         self.scope.cancel()
+
+    async def interrupt_agent(self) -> None:
+        """Stop the agent mid-turn (the caller talked over it, or a machine answered): clear, and cut its turn."""
+        heard = await self.playout.barge_in()
+        self._store(self.conv.interrupted(self.ctx.clock(), heard))
 
     # --- Twilio -> Gemini -----------------------------------------------------------------------------------
     async def _from_twilio(self) -> None:
@@ -100,8 +110,8 @@ class CallBridge:
             case AgentAudio(pcm24=pcm24):
                 self._played(await self.playout.play(pcm24))
             case Interrupted():
-                heard = await self.playout.barge_in()
-                self._store(self.conv.interrupted(now, heard))
+                await self.interrupt_agent()
+                self.ending.turn_completed()
             case OutputTranscript(text=text):
                 self._store(self.conv.agent_said(text, now))
             case InputTranscript(text=text):
@@ -116,6 +126,8 @@ class CallBridge:
                 self.ending.turn_completed()
             case ToolCall():
                 await self.tools.call(event)
+            case ToolCallCancelled():
+                self.tools.cancelled(event)
             case Malformed(reason=reason):
                 self.ctx.frame_error("gemini", reason)
 

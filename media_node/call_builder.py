@@ -20,7 +20,9 @@ from media_node.gemini_session import GeminiSession
 from media_node.gemini_sessions import GeminiSessions
 from media_node.stream_intake import AdmittedStream
 from media_node.task_scope import TaskScope
+from media_node.tool_declarations import declarations
 from media_node.twilio_socket import TwilioSocket
+from media_node.voicemail import VoicemailWatch
 
 if TYPE_CHECKING:
     from media_node.node import MediaNode
@@ -34,13 +36,14 @@ def build_call(
     lifecycle: CallLifecycle,
     scope: TaskScope,
 ) -> CallBridge:
-    record, settings = admitted.record, node.settings
+    record, settings, actions = admitted.record, node.settings, admitted.record.actions
     writes = CallWrites(ctx, node.store, record.call_id)
     conv = Conversation(answered_at=ctx.monotonic())
+    tools = declarations(settings.gemini_model, actions)  # once per call: every session of it gets the same
     audio = CallAudio()
     sessions = GeminiSessions(
         node.connector,
-        lambda: GeminiSession(settings.gemini_model, record.agent),
+        lambda: GeminiSession(settings.gemini_model, record.agent, tools),
         record.agent.greeting,
         conv.history,
         scope,
@@ -60,6 +63,10 @@ def build_call(
             return record.call_sid
         fresh = await node.store.get_call(record.call_id, ctx.clock())
         return fresh.call_sid if fresh is not None and is_call_sid(fresh.call_sid) else ""
+
+    async def answered_by() -> str:
+        fresh = await node.store.get_call(record.call_id, ctx.clock())
+        return fresh.answered_by if fresh is not None else ""
 
     phone = record.direction is not Direction.BROWSER
     hangup: Hangup | None = node.twilio.hangup if phone and node.twilio is not None else None
@@ -85,11 +92,26 @@ def build_call(
         sessions=sessions,
         playout=playout,
         ending=ending,
-        tools=AgentTools(ctx, sessions, ending),
+        tools=AgentTools(
+            ctx,
+            lifecycle,
+            actions,
+            sessions,
+            playout,
+            ending,
+            writes,
+            scope,
+            node.outbound,
+            node.transfer if phone else None,
+            call_sid,
+        ),  # fmt: skip
         conv=conv,
         writes=writes,
         scope=scope,
         over=over,
     )
+    if actions.voicemail is not None and phone:
+        bridge.voicemail = VoicemailWatch(ctx, lifecycle, actions.voicemail, answered_by, sessions, playout, ending,
+                                          bridge.interrupt_agent)  # fmt: skip
     writes.status(CallStatus.IN_PROGRESS)
     return bridge

@@ -88,6 +88,11 @@ class CallEnding:
     def turn_completed(self) -> None:
         self._turn_done.set()
 
+    async def next_turn_end(self) -> None:
+        """Until the agent's current turn ends (turnComplete, or interrupted)."""
+        self._turn_done.clear()
+        await self._turn_done.wait()
+
     # --- ending on purpose ----------------------------------------------------------------------------------
     def say_goodbye(self, outcome: CallOutcome, reason: str, prompt: str | None = None) -> None:
         """End politely: ask for a goodbye (`prompt`; None when the agent already said it), let it play, hang up."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from call_state.async_store import AsyncCallStore
-from call_state.record import CallFigures, CallStatus, StatusEvent, TranscriptTurn
+from call_state.record import CallFigures, CallStatus, StatusEvent, ToolCallRecord, TranscriptTurn
 from media_node.call_context import CallContext
 from media_node.call_phase import CallOutcome
 
@@ -40,3 +40,13 @@ class CallWrites:
         """A browser call is over (a phone call's end is reported by Twilio's status callback)."""
         if outcome is not CallOutcome.GEMINI_FAILED:  # a failure was written as `failed` already
             self.status(CallStatus.COMPLETED, outcome.value)
+
+    def tool_call(self, call: ToolCallRecord) -> None:
+        write = functools.partial(self._store.add_tool_call, self._call_id, call)
+        self._ctx.write("tool call", write, key=f"tool-{call.tool_call_id}")
+
+    def transferred(self, number: str) -> None:
+        self.status(CallStatus.TRANSFERRED, f"to {number}")
+        self._ctx.write(
+            "transfer", lambda: self._store.update_call(self._call_id, self._ctx.clock(), transferred_to=number)
+        )

@@ -73,9 +73,18 @@ class GeminiSessions:
         connection = self.current
         return connection is not None and await connection.send(connection.codec.text(text))
 
-    async def send_tool_response(self, call_id: str, name: str, response: dict[str, object]) -> bool:
+    async def send_tool_response(
+        self, call_id: str, name: str, response: dict[str, object], scheduling: str | None = None
+    ) -> bool:
         connection = self._tool_calls.pop(call_id, None) or self.current
-        return connection is not None and await connection.send(connection.codec.tool_response(call_id, name, response))
+        if connection is None:
+            return False
+        return await connection.send(connection.codec.tool_response(call_id, name, response, scheduling))
+
+    @property
+    def replying(self) -> bool:
+        """Gemini is in the middle of a reply (on the current or the previous connection)."""
+        return any(c is not None and c.replying for c in (self.current, self.previous))
 
     # --- what the bridge receives ---------------------------------------------------------------------------
     async def next_events(self) -> list[GeminiEvent]:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
+from call_state.outbound import OutboundClient
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.tokens import StreamTokens
@@ -43,6 +44,7 @@ class MediaNode:
         twilio: TwilioRestClient | None = None,
         connector: GeminiConnector | None = None,
         node_id: str = "",
+        outbound: OutboundClient | None = None,
     ) -> None:
         self.settings = settings
         self.store = store if isinstance(store, AsyncCallStore) else AsyncCallStore(store)
@@ -52,6 +54,7 @@ class MediaNode:
             )
         self.twilio = twilio
         self.connector = connector or WebSocketConnector(settings.gemini_live_url, settings.gemini_api_key)
+        self.outbound = outbound  # the user's tools (signed requests); None: tool calls answer with an error
         self.node_id = node_id or f"{socket.gethostname()}:{settings.port}"
         secret = settings.stream_token_secret.encode()
         self.gate = StreamGate(
@@ -104,6 +107,12 @@ class MediaNode:
         self.metrics.calls.labels(outcome=outcome.value).inc()
         if self.admission.active == 0:
             self._idle.set()
+
+    async def transfer(self, call_sid: str, number: str) -> None:
+        """Hand a live phone call to a person: Twilio <Dial>s the number (the stream ends)."""
+        if self.twilio is None:
+            raise RuntimeError("no Twilio credentials on this node")
+        await self.twilio.transfer(call_sid, number, caller_id=self.settings.twilio_phone_number)
 
     @property
     def active_calls(self) -> int:

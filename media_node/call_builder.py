@@ -104,7 +104,7 @@ def build_call(
             node.outbound,
             node.transfer if phone else None,
             call_sid,
-        ),  # fmt: skip
+        ),
         conv=conv,
         writes=writes,
         scope=scope,

@@ -52,6 +52,12 @@ def _existing_secret(path: Path) -> str:
     return existing
 
 
+def read_local_api_key(settings: Settings) -> str | None:
+    """The key `make run` generated, for local tools (`make call`); None when there is none yet."""
+    path = local_data_dir(settings) / API_KEY_FILE
+    return _existing_secret(path) if path.is_file() else None
+
+
 def console_url(settings: Settings) -> str:
     return f"{settings.public_url.rstrip('/')}/console"
 

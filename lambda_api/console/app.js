@@ -134,7 +134,8 @@ async function talk() {
   current.on("level", (rms) => { $("mic-level").value = rms; });
   current.on("figures", (f) => {
     const first = f.talkToFirstAudioMs === null ? "" : `Talk → first agent audio ${f.talkToFirstAudioMs} ms · `;
-    $("call-figures").textContent = `${first}jitter buffer ${f.bufferMs} ms · queued ${f.queuedMs} ms`;
+    const output = f.outputLatencyMs === null ? "" : ` · output latency ${f.outputLatencyMs} ms`;
+    $("call-figures").textContent = `${first}jitter buffer ${f.bufferMs} ms${output} · queued ${f.queuedMs} ms`;
   });
   current.on("ended", () => {
     $("talk").disabled = false;

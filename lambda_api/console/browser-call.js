@@ -71,18 +71,24 @@ export class BrowserCall {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       throw new Error("this page cannot use the microphone: open it over https or on localhost / 127.0.0.1");
     }
-    this.state("connecting", "asking for the microphone…");
-    const processing = this.echoCancellation;
-    this.mic = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
-    });
+    // Created in the click itself (before any await): every browser then lets it play.
+    this.context = new AudioContext({ latencyHint: "interactive" });
+    const worklet = this.context.audioWorklet.addModule("console/audio-worklet.js");
+    worklet.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
     try {
-      await this.openAudio();
-      this.state("connecting", "creating the call…");
-      const answer = await this.api.createBrowserCall(agent);
-      this.callId = answer.call_id;
+      this.state("connecting", "asking for the microphone…");
+      const processing = this.echoCancellation;
+      this.mic = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+      });
       this.state("connecting", "connecting to the agent…");
-      this.openStream(answer.stream_url, answer.token);
+      const answer = this.api.createBrowserCall(agent); // in parallel with the audio set-up
+      answer.catch(() => {});
+      await worklet;
+      await this.wireAudio();
+      const { call_id: callId, stream_url: streamUrl, token } = await answer;
+      this.callId = callId;
+      this.openStream(streamUrl, token);
       return this.callId;
     } catch (error) {
       this.release();
@@ -90,9 +96,7 @@ export class BrowserCall {
     }
   }
 
-  async openAudio() {
-    this.context = new AudioContext({ latencyHint: "interactive" });
-    await this.context.audioWorklet.addModule("console/audio-worklet.js");
+  async wireAudio() {
     if (this.context.state === "suspended") await this.context.resume();
     this.source = this.context.createMediaStreamSource(this.mic);
     this.capture = new AudioWorkletNode(this.context, "mic-capture", { numberOfOutputs: 0 });

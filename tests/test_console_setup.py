@@ -3,6 +3,7 @@ the loopback warning), and `make call` (place_call.py) against the real all-in-o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -155,3 +156,26 @@ def test_make_call_places_a_call_and_says_where_to_watch(tmp_path: Path) -> None
         down = subprocess.run([sys.executable, str(ROOT / "place_call.py"), "--to", "+15557654321"],
                               cwd=tmp_path, env=run, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert down.returncode == 1 and "is `make run` running?" in down.stderr
+
+
+def test_readme_curl_block_works_as_pasted(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The API with curl") :]
+    block = section[section.index("```bash\n") + 8 : section.index("\n```", section.index("```bash\n"))]
+    port = free_port()
+    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        (tmp_path / ".env").write_text(
+            f"TWILIO_ACCOUNT_SID={ACCOUNT_SID}\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nTWILIO_PHONE_NUMBER=+15550001111\n"
+            f"TWILIO_API_BASE_URL={twilio.base_url}\nALLOWED_DESTINATIONS=+1\nPORT={port}\nHOST=127.0.0.1\n"
+            f"PUBLIC_URL=http://127.0.0.1:{port}\n"
+        )
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "API_KEY", "PUBLIC_URL", "PORT"))}
+        with all_in_one(tmp_path, {"PYTHONPATH": str(ROOT)}):
+            shell = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=clean,
+                                   capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert shell.returncode == 0, shell.stderr
+        assert twilio.dials == 1 and twilio.created[0]["To"] == ["+15551234567"]
+    answer, record, listing = shell.stdout.strip().splitlines()
+    call_id = json.loads(answer)["call_id"]
+    assert json.loads(record)["call_id"] == call_id and json.loads(record)["status"] == "queued"
+    assert [c["call_id"] for c in json.loads(listing)["calls"]] == [call_id]

@@ -213,6 +213,9 @@ async def test_new_call_form_and_future_record_fields(tmp_path: Path) -> None:
                 call_id = urlsplit(page.url).fragment.removeprefix("/calls/")
                 record = app.store.get_call(call_id, time.time())
                 assert record is not None and record.agent.voice == "Kore"
+                await page.click("#end-call")  # a live phone call can be ended from its page
+                await wait_until(lambda: len(twilio.updates) == 1, 5)
+                assert twilio.updates[0] == (record.call_sid, {"Status": ["completed"]})
                 future = {**record.to_dict(), "status": "completed", "transferred_to": "+15550002222",
                           "answered_by": "human", "outcome": "transferred",
                           "tool_calls": [{"name": "book_slot", "arguments": {"day": "Tue"}, "status": "ok", "ms": 41}],

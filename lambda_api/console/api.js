@@ -56,6 +56,10 @@ export class Api {
     return this.request("POST", "make-call", body, { "Idempotency-Key": crypto.randomUUID() });
   }
 
+  hangUp(callId) {
+    return this.request("POST", `calls/${encodeURIComponent(callId)}/hangup`);
+  }
+
   createBrowserCall(body) {
     return this.request("POST", "browser-calls", body);
   }

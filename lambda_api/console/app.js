@@ -96,6 +96,9 @@ async function refreshDetail(callId, gen) {
     if (gen !== generation) return;
     renderCallDetail(detailView, record, api);
     setError("detail-error", "");
+    const endable = !isTerminal(record) && record.direction !== "browser" && Boolean(record.call_sid);
+    $("end-call").hidden = !endable;
+    $("end-call").dataset.callId = record.call_id;
     live = !isTerminal(record) || (call !== null && call.callId === callId && !call.finished);
   } catch (error) {
     if (gen !== generation) return;
@@ -193,6 +196,17 @@ $("new-call").addEventListener("submit", async (event) => {
   }
 });
 
+$("end-call").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    await api.hangUp(button.dataset.callId);
+  } catch (error) {
+    failed(error, "detail-error");
+  } finally {
+    button.disabled = false;
+  }
+});
 $("talk").addEventListener("click", talk);
 $("hangup").addEventListener("click", () => call && call.hangUp());
 $("calls").addEventListener("click", (event) => {

@@ -18,15 +18,21 @@ for (let i = 0; i < 256; i++) {
   ULAW_TO_FLOAT[i] = ((u & 0x80 ? 0x84 - magnitude : magnitude - 0x84)) / 32768;
 }
 
+const SEGMENT_ENDS = [0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff, 0x1fff];
+
 function floatToUlaw(x) {
-  let s = Math.round(Math.max(-1, Math.min(1, x)) * 32767);
-  const sign = s < 0 ? 0x80 : 0;
-  if (sign) s = -s;
-  s = Math.min(s, 32635) + 0x84;
-  let exponent = 7;
-  for (let mask = 0x4000; (s & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
-  const mantissa = (s >> (exponent + 3)) & 0x0f;
-  return ~(sign | (exponent << 4) | mantissa) & 0xff;
+  // G.711 as audioop does it: 14-bit magnitude, clip, bias, segment, mantissa.
+  let pcm = Math.round(Math.max(-1, Math.min(1, x)) * 32767) >> 2;
+  let mask = 0xff;
+  if (pcm < 0) {
+    pcm = -pcm;
+    mask = 0x7f;
+  }
+  pcm = Math.min(pcm, 8159) + 33;
+  let segment = 0;
+  while (segment < 8 && pcm > SEGMENT_ENDS[segment]) segment++;
+  if (segment >= 8) return 0x7f ^ mask;
+  return (((segment << 4) | ((pcm >> (segment + 1)) & 0x0f)) ^ mask) & 0xff;
 }
 
 // ---- streaming windowed-sinc resampler, any ratio, state kept between render quanta ----

@@ -57,7 +57,8 @@ if (scenario === "codec") {
   };
   for (const action of input.actions) {
     if (action.run) for (let i = 0; i < action.run; i++) step();
-    else node.port.onmessage({ data: action.audio ? { type: "audio", ulaw: Uint8Array.from(action.audio).buffer } : action });
+    else if (action.audio) node.port.onmessage({ data: { type: "audio", ulaw: Uint8Array.from(action.audio).buffer } });
+    else node.port.onmessage({ data: action });
   }
   out.played = played;
   out.events = events.filter((e) => e.type !== "stats");

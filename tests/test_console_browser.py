@@ -126,8 +126,10 @@ async def test_browser_call_end_to_end(tmp_path: Path) -> None:
                 # Barge-in: a long turn is queued in the page, Gemini says `interrupted`, the page goes quiet at
                 # once, drops what it held and echoes every pending mark.
                 await session.heard("Tell me a long story")
-                await session.send({"serverContent": {"outputTranscription": {"text": "Once upon a time"}}})
-                await session.speak_chunks([tone_pcm24(5000)])
+                story = "Once upon a time, in a small village by the sea, there lived an old fisherman and his dog."
+                await session.send({"serverContent": {"outputTranscription": {"text": story}}})
+                long_turn = tone_pcm24(5000)  # in 100 ms chunks, as Gemini streams it: a mark after each
+                await session.speak_chunks([long_turn[i : i + 4800] for i in range(0, len(long_turn), 4800)])
                 await wait_until(lambda: _audible_now(page), 5)
                 await asyncio.sleep(0.5)
                 marks_before = {r["name"] for r in await page.evaluate("window.__rec.received") if r["event"] == "mark"}
@@ -143,7 +145,9 @@ async def test_browser_call_end_to_end(tmp_path: Path) -> None:
                 late = [s for s in sent if s["event"] == "mark" and s["t"] > cleared_at + 100]
                 assert late == [], "marks pending at `clear` must be echoed at once"
                 await page.wait_for_selector("#transcript li[data-role=caller]:has-text('Tell me a long story')")
-                await page.wait_for_selector("#transcript li[data-role=agent][data-interrupted=true]")
+                cut = await page.wait_for_selector("#transcript li[data-role=agent][data-interrupted=true] .text")
+                heard = await cut.text_content() or ""
+                assert story.startswith(heard.rstrip("…")) and 0 < len(heard) < len(story) / 2, heard  # as played
 
                 # Hang up: `stop`, the node ends the call and writes `completed`; the page says so.
                 await page.click("#hangup")

@@ -36,6 +36,7 @@ from tests.standins.gemini_server import GeminiSessionStandIn, GeminiStandIn, Wi
 from tests.standins.twilio_rest import TwilioRestStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 AUDIBLE = 0.01  # RMS of what the page plays: above this it is sound, below it silence
 pytestmark = pytest.mark.slow
 
@@ -93,8 +94,7 @@ async def test_browser_call_end_to_end(tmp_path: Path) -> None:
     with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         async with RecordingGemini(reply_ms=600) as gemini, console_app(tmp_path, gemini.url, twilio.base_url) as app:
             async with httpx.AsyncClient(base_url=app.base) as http:  # a phone call placed through the API
-                placed = await http.post("/make-call", headers={"Authorization": f"Bearer {API_KEY}"},
-                                         json={"destination_number": "+15557654321"})  # fmt: skip
+                placed = await http.post("/make-call", headers=AUTH, json={"destination_number": "+15557654321"})
             assert placed.status_code == 201 and twilio.dials == 1
             phone_id = placed.json()["call_id"]
             async with chromium_page(wav, log) as page:
@@ -274,3 +274,44 @@ async def test_live_transcript_shows_the_agents_words_while_spoken(tmp_path: Pat
                 await page.wait_for_selector("#call-status[data-state=ended]")
                 await app.calls_done()
     assert_local_only(log)
+
+
+async def test_a_page_on_another_origin_cannot_open_a_browser_stream(tmp_path: Path) -> None:
+    """Cross-site WebSocket hijacking from a real browser: its Origin header gets a 403 and no Gemini session."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>another site</title>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+            async with GeminiStandIn() as gemini, console_app(tmp_path, gemini.url, twilio.base_url) as app:
+                async with httpx.AsyncClient(base_url=app.base) as http:  # a real call and token, stolen
+                    answer = (await http.post("/browser-calls", json={}, headers=AUTH)).json()
+                async with chromium_page(write_wav(tmp_path / "mic.wav", speech_like(1.0)), PageLog()) as page:
+                    await page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+                    outcome = await page.evaluate("""([url, callId, token]) => new Promise((resolve) => {
+                        const ws = new WebSocket(url);
+                        ws.onopen = () => { ws.send(JSON.stringify({event: "start", streamSid: "MZ" + "0".repeat(32),
+                          start: {streamSid: "MZ" + "0".repeat(32), callSid: "CA" + "0".repeat(32),
+                                  customParameters: {call_id: callId, token}}})); };
+                        ws.onclose = (e) => resolve({opened: ws.readyState, code: e.code});
+                    })""", [answer["stream_url"], answer["call_id"], answer["token"]])  # fmt: skip
+                assert outcome["code"] == 1006  # the upgrade was refused: the page never had an open socket
+                await asyncio.sleep(0.3)
+                assert gemini.sessions == []
+                record = app.store.get_call(answer["call_id"], time.time())
+                assert record is not None and record.status is CallStatus.CREATED and record.stream_sid == ""
+    finally:
+        other.shutdown()
+        other.server_close()

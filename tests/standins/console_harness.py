@@ -11,6 +11,7 @@ frames it sends and receives (WebSocket wrapped by an init script) and the level
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from all_in_one import build_app
 from call_state.settings import Settings
@@ -159,3 +161,34 @@ async def sign_in(page: Any, base: str, key: str = API_KEY) -> None:
     await page.goto(f"{base}/console")
     await page.fill("#api-key", key)
     await page.click("#sign-in")
+
+
+def browser_page(wav: Path, log: PageLog) -> Any:
+    """`chromium_page()` for tests: a missing chromium fails in CI (a silent skip would hide a broken install)."""
+    import pytest
+
+    executable = find_chromium()
+    if executable is None:
+        message = "BROWSER TESTS SKIPPED: Debian's chromium is missing (make test installs it as root)"
+        print(f"\n{'!' * 80}\n{message}\n{'!' * 80}")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium_page(wav, log, executable)
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll from Python (the console's CSP forbids the eval that Playwright's wait_for_function would need)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = predicate()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.05)
+
+
+def assert_local_only(log: PageLog) -> None:
+    """Every request the page made went to 127.0.0.1, and it logged no error."""
+    hosts = {urlsplit(url).hostname for url in log.requests if not url.startswith(("data:", "blob:"))}
+    assert hosts == {"127.0.0.1"}, log.requests
+    assert log.errors == [], log.errors

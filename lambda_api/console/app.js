@@ -64,6 +64,11 @@ function route() {
   else if (hash !== "#/new") refreshList(generation);
 }
 
+/** Run `fn` after `ms`; while the tab is hidden nothing is fetched (polls cost requests, on Lambda too). */
+function schedule(fn, ms) {
+  timer = setTimeout(() => (document.hidden ? schedule(fn, ms) : fn()), ms);
+}
+
 function failed(error, where) {
   if (error instanceof ApiError && error.status === 401) signedOut("The API key is no longer accepted: sign in again.");
   else setError(where, describe(error));
@@ -81,7 +86,7 @@ async function refreshList(gen) {
     if (gen !== generation) return;
     failed(error, "list-error");
   }
-  if (gen === generation) timer = setTimeout(() => refreshList(gen), LIST_REFRESH_MS);
+  if (gen === generation) schedule(() => refreshList(gen), LIST_REFRESH_MS);
 }
 
 const detailView = {
@@ -105,7 +110,7 @@ async function refreshDetail(callId, gen) {
     failed(error, "detail-error");
     live = !(error instanceof ApiError && error.status === 404);
   }
-  if (gen === generation && live) timer = setTimeout(() => refreshDetail(callId, gen), LIVE_REFRESH_MS);
+  if (gen === generation && live) schedule(() => refreshDetail(callId, gen), LIVE_REFRESH_MS);
 }
 
 // ---- talk (browser call) ---------------------------------------------------------------------------------
@@ -214,6 +219,7 @@ $("calls").addEventListener("click", (event) => {
   if (row) window.location.hash = `#/calls/${row.dataset.callId}`;
 });
 window.addEventListener("hashchange", route);
+document.addEventListener("visibilitychange", () => !document.hidden && route()); // fresh at once on return
 window.addEventListener("pagehide", () => call && !call.finished && call.hangUp());
 
 if (api.signedIn) signedIn();

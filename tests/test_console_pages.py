@@ -152,3 +152,38 @@ async def test_a_page_on_another_origin_cannot_open_a_browser_stream(tmp_path: P
     finally:
         other.shutdown()
         other.server_close()
+
+
+async def test_a_watched_turn_shows_what_the_caller_did_not_hear(tmp_path: Path) -> None:
+    """Partial turns (rewritten at the same index while spoken), then the cut: the page keeps what it saw."""
+    log = PageLog()
+    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        async with GeminiStandIn() as gemini, console_app(tmp_path, gemini.url, twilio.base_url) as app:
+            record = _phone_record("c_watched").with_changes(status=CallStatus.IN_PROGRESS)
+            app.store.create_call(record)
+            base = {**record.to_dict(), "status": "in-progress"}
+            spoken = "Once upon a time, there lived a fisherman"
+            bodies = [
+                {**base, "transcript": [{"index": 0, "role": "agent", "text": spoken[:16], "at": 1, "partial": True}]},
+                {**base, "transcript": [{"index": 0, "role": "agent", "text": spoken, "at": 1, "partial": True}]},
+                {**base, "status": "completed",
+                 "transcript": [{"index": 0, "role": "agent", "text": "Once upon…", "at": 1, "interrupted": True}]},
+            ]  # fmt: skip
+            served: list[int] = []
+
+            async def next_body(route: Any) -> None:
+                body = bodies[min(len(served), len(bodies) - 1)]
+                served.append(1)
+                await route.fulfill(status=200, body=json.dumps(body), content_type="application/json")
+
+            async with chromium_page(write_wav(tmp_path / "mic.wav", speech_like(1.0)), log) as page:
+                await page.route("**/calls/c_watched", next_body)
+                await sign_in(page, app.base)
+                await page.wait_for_selector("#calls")
+                await page.goto(f"{app.base}/console#/calls/c_watched")
+                speaking = await page.wait_for_selector("#transcript li[data-partial=true] .who")
+                assert "speaking" in (await speaking.text_content() or "")
+                unheard = await page.wait_for_selector("#transcript li[data-interrupted=true] .unheard", timeout=5000)
+                assert await unheard.text_content() == " a time, there lived a fisherman"
+                assert await page.text_content("#transcript li .text") == "Once upon…"
+    assert_local_only(log)

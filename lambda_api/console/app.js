@@ -94,12 +94,15 @@ const detailView = {
   transcript: $("transcript"), figures: $("figures"), extras: $("extras"),
 };
 
+const seenTurns = { callId: "", turns: new Map() }; // what this page saw of each turn while it was spoken
+
 async function refreshDetail(callId, gen) {
   let live = true;
+  if (seenTurns.callId !== callId) Object.assign(seenTurns, { callId, turns: new Map() });
   try {
     const record = await api.getCall(callId);
     if (gen !== generation) return;
-    renderCallDetail(detailView, record, api);
+    renderCallDetail(detailView, record, api, seenTurns.turns);
     setError("detail-error", "");
     const endable = !isTerminal(record) && record.direction !== "browser" && Boolean(record.call_sid);
     $("end-call").hidden = !endable;

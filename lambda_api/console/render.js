@@ -94,12 +94,23 @@ function turnsByIndex(transcript) {
   return [...byIndex.entries()].sort((a, b) => a[0] - b[0]).map(([, turn]) => turn);
 }
 
-function renderTurn(turn, call) {
+/** What the agent was saying past the cut, when this page saw the turn while it was spoken (partial turns). */
+function unheard(turn, seen) {
+  const earlier = seen.get(Number(turn.index)) || "";
+  const heard = String(turn.text ?? "").replace(/…$/, "");
+  return turn.interrupted && earlier.length > heard.length && earlier.startsWith(heard) ? earlier.slice(heard.length) : "";
+}
+
+function renderTurn(turn, call, seen) {
   const role = turn.role === "agent" ? "agent" : "caller";
-  const speaking = turn.partial === true || turn.final === false;
-  return el("li", { dataset: { role, index: turn.index, interrupted: Boolean(turn.interrupted) } },
+  const speaking = turn.partial === true;
+  const text = String(turn.text ?? "");
+  const rest = unheard(turn, seen);
+  if (!turn.interrupted && text.length > (seen.get(Number(turn.index)) || "").length) seen.set(Number(turn.index), text);
+  return el("li", { dataset: { role, index: turn.index, interrupted: Boolean(turn.interrupted), partial: speaking } },
     el("span", { class: "who" }, `${role === "agent" ? "Agent" : "Caller"} · ${since(turn, call)}${speaking ? " · speaking…" : ""}`),
-    el("span", { class: "text" }, String(turn.text ?? "") || (turn.interrupted ? "(cut off before a word was heard)" : "")),
+    el("span", { class: "text" }, text || (turn.interrupted ? "(cut off before a word was heard)" : "")),
+    rest ? el("s", { class: "unheard", title: "not heard: the caller talked over it" }, rest) : null,
     turn.interrupted ? el("span", { class: "cut" }, "interrupted: cut to what the caller heard before talking over it") : null);
 }
 
@@ -146,7 +157,8 @@ function renderExtras(container, call, api) {
   container.replaceChildren(...parts);
 }
 
-export function renderCallDetail(view, call, api) {
+/** `seen` (index -> longest text shown so far) lives as long as the page watches this call. */
+export function renderCallDetail(view, call, api, seen = new Map()) {
   view.title.textContent = `${call.direction === "browser" ? "Browser call" : `Call ${number(call)}`} · ${call.status}`;
   const agent = call.agent || {};
   definitions(view.summary, [
@@ -160,7 +172,7 @@ export function renderCallDetail(view, call, api) {
   view.timeline.replaceChildren(...history.map((e) => el("li", {}, statusBadge(e.status), " ",
     el("span", { class: "muted" }, `${clock(e.at)} (${since(e, call)}) · ${e.source}${e.detail ? ` · ${e.detail}` : ""}`))));
   const turns = turnsByIndex(call.transcript);
-  view.transcript.replaceChildren(...turns.map((turn) => renderTurn(turn, call)));
+  view.transcript.replaceChildren(...turns.map((turn) => renderTurn(turn, call, seen)));
   if (!turns.length) view.transcript.append(el("li", { class: "muted empty" }, "No words yet."));
   const figures = call.figures || {};
   definitions(view.figures, Object.entries(FIGURES).map(([key, [label, unit]]) =>

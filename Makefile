@@ -10,15 +10,19 @@ BIN := $(VENV)/bin
 BENCH_VENV := bench/.venv
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Playwright drives Debian's chromium (system-deps): never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirements.txt pyproject.toml \
 	setup.py media_node/_audiokernel.c
 # What `make check` (and so `make test`) lints and type-checks: every package we ship, the CDK app included.
-TYPED := call_state media_node lambda_api infra all_in_one.py
+TYPED := call_state media_node lambda_api infra all_in_one.py place_call.py
 
-.PHONY: run test check bench setup lint system-deps build-deps clean help
+.PHONY: run call test check bench setup lint system-deps build-deps clean help
 help:
 	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
+	@echo "             then open http://127.0.0.1:8080/console (the API key: cat data/api_key)"
+	@echo "make call TO=+1... - place a phone call through the running server's API (reads .env)"
 	@echo "make test   - install what is missing, then run every test"
 	@echo "make bench  - run the benchmarks and print a table (QUICK=1 for a short run)"
 	@echo "make setup  - developer tools incl. the AWS CDK CLI (then: npx cdk deploy)"
@@ -62,8 +66,9 @@ build-deps:
 	  missing="$$missing $$($(PYTHON) -c 'import sys; print(f"python3.{sys.version_info.minor}-dev")')"; fi; \
 	$(call APT_MISSING,the audio kernel falls back to numpy)
 
-# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck, and the C build tools
-# (a test requires the compiled audio kernel in CI). Installed when running as root (CI, a fresh VM); otherwise
+# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck, chromium (the web
+# console in a real headless browser, driven by Playwright), and the C build tools (a test requires the compiled
+# audio kernel in CI). Installed when running as root (CI, a fresh VM); otherwise
 # the tests that need them say so loudly.
 system-deps: build-deps
 	@missing=""; \
@@ -71,11 +76,18 @@ system-deps: build-deps
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(call APT_MISSING,the tests that need them will report it)
 
 run: $(VENV)/.runtime-installed
 	@test -f .env || echo "No .env found: starting with defaults (copy .env.example to .env to add credentials)."
 	$(BIN)/python -m all_in_one
+
+# Place a phone call through the API of the server `make run` started (API_URL=https://... for another one).
+# PROMPT, GREETING and API_URL reach the script through the environment (make exports command-line variables).
+call: $(VENV)/.runtime-installed
+	@test -n "$(TO)" || { echo "usage: make call TO=+15551234567 [PROMPT='...'] [GREETING='...']"; exit 2; }
+	@$(BIN)/python place_call.py --to "$(TO)"
 
 test: $(VENV)/.dev-installed node_modules/.installed system-deps
 	$(BIN)/ruff check .

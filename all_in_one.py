@@ -12,6 +12,7 @@ import sys
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from call_state.local_setup import public_url_warning, with_local_api_key
 from call_state.settings import Settings, startup_settings
 from call_state.store import CallStore, open_store
 from lambda_api.app import create_app
@@ -31,7 +32,12 @@ def main() -> None:
 
         settings = replace(settings, stream_token_secret=secrets.token_urlsafe(32))
         log.warning("STREAM_TOKEN_SECRET not set: using a random one for this process (all-in-one only)")
-    serve(settings)
+    try:
+        settings, console_line = with_local_api_key(settings)
+    except (OSError, ValueError) as exc:  # data/ not writable, or a damaged key file: one line, like config errors
+        print(f"config error: API_KEY is not set and {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(settings, console_line)
 
 
 def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNode]:
@@ -43,7 +49,7 @@ def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNod
     return app, node
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, console_line: str = "") -> None:
     store = open_store(
         settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
     )
@@ -51,7 +57,12 @@ def serve(settings: Settings) -> None:
     missing = settings.missing_credentials()
     if missing:
         log.warning("missing credentials: %s (the server runs; /make-call answers 503)", ", ".join(missing))
+    unreachable = public_url_warning(settings)
+    if unreachable:
+        log.warning("%s", unreachable)
     log.info("all-in-one server on http://%s:%d (public %s)", settings.host, settings.port, settings.public_url)
+    if console_line:
+        log.info("%s", console_line)
     run(app, settings, node)
 
 

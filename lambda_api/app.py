@@ -14,7 +14,7 @@ from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.twilio_rest import TwilioRestClient
-from lambda_api import calls, webhooks
+from lambda_api import browser_calls, calls, console_routes, webhooks
 from lambda_api.context import ControlContext
 from lambda_api.errors import install_error_handlers
 
@@ -33,6 +33,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(calls.router)
     app.include_router(webhooks.router)
+    app.include_router(browser_calls.router)
+    app.include_router(console_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -7,25 +7,27 @@ import hashlib
 import json
 import logging
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent
+from call_state.settings import Settings
 from call_state.status_rules import parse_twilio_status
 from call_state.twilio_rest import TwilioError
 from lambda_api.auth import public_base, require_api_key
 from lambda_api.context import ControlContext
 from lambda_api.errors import ApiError
-from lambda_api.schemas import MakeCallRequest
+from lambda_api.schemas import AgentRequest, MakeCallRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 MAX_BODY_BYTES = 32 * 1024
 IDEMPOTENCY_TTL_S = 24 * 3600
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def ctx_of(request: Request) -> ControlContext:
@@ -33,7 +35,8 @@ def ctx_of(request: Request) -> ControlContext:
     return ctx
 
 
-async def _parse(request: Request) -> MakeCallRequest:
+async def parse_body(request: Request, model: type[Body]) -> Body:
+    """The JSON body validated as `model`: 413 too large, 400 not a JSON object, 422 naming the first bad field."""
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
@@ -44,7 +47,7 @@ async def _parse(request: Request) -> MakeCallRequest:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
     try:
-        return MakeCallRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
@@ -59,7 +62,7 @@ async def make_call(request: Request) -> JSONResponse:
         missing += [] if ctx.tokens else ["STREAM_TOKEN_SECRET"]
         raise ApiError(503, "not_configured", f"not configured, missing: {', '.join(missing)}")
     key = require_api_key(request, ctx)
-    body = await _parse(request)
+    body = await parse_body(request, MakeCallRequest)
     if not ctx.settings.is_destination_allowed(body.destination_number):
         raise ApiError(403, "destination_not_allowed", "destination_number is not in ALLOWED_DESTINATIONS")
     idem = request.headers.get("idempotency-key", "").strip()
@@ -109,14 +112,19 @@ async def _claim(
     raise ApiError(409, "in_progress", "a request with this Idempotency-Key is still in progress")
 
 
-async def _dial(ctx: ControlContext, call_id: str, body: MakeCallRequest, base: str) -> dict[str, Any]:
-    s, now = ctx.settings, ctx.clock()
-    agent = AgentSettings(
+def agent_settings(body: AgentRequest, s: Settings) -> AgentSettings:
+    """The agent fields of a request body (None = not given), else the server defaults."""
+    return AgentSettings(
         system_prompt=body.system_prompt or s.agent_system_prompt,
         greeting=body.greeting or s.agent_greeting,
         voice=body.voice or s.agent_voice,
         language=body.language or s.agent_language,
     )
+
+
+async def _dial(ctx: ControlContext, call_id: str, body: MakeCallRequest, base: str) -> dict[str, Any]:
+    s, now = ctx.settings, ctx.clock()
+    agent = agent_settings(body, s)
     record = CallRecord(
         call_id=call_id,
         direction=Direction.OUTBOUND,

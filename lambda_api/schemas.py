@@ -11,15 +11,15 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 MAX_METADATA_BYTES = 4096
 
 
-class MakeCallRequest(BaseModel):
+class AgentRequest(BaseModel):
+    """The agent fields: `POST /browser-calls` takes exactly these, `POST /make-call` adds the destination."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    destination_number: str = Field(pattern=E164_PATTERN, description="E.164, e.g. +584121234567")
     system_prompt: str | None = Field(default=None, min_length=1, max_length=8000)
     greeting: str | None = Field(default=None, min_length=1, max_length=1000)
     voice: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-    machine_detection: bool = False
     metadata: dict[str, Any] | None = None
 
     @field_validator("metadata")
@@ -32,3 +32,8 @@ class MakeCallRequest(BaseModel):
     def canonical(self) -> str:
         """Stable JSON of the request, for comparing Idempotency-Key retries."""
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+
+
+class MakeCallRequest(AgentRequest):
+    destination_number: str = Field(pattern=E164_PATTERN, description="E.164, e.g. +584121234567")
+    machine_detection: bool = False

@@ -1,0 +1,67 @@
+"""`POST /browser-calls`: a call from the web console's microphone, bridged like a phone call but without Twilio.
+
+The page gets a call record (`direction: "browser"`), the media node's `/browser-stream` URL and a one-use
+stream token; it then speaks the Twilio Media Streams protocol itself (`connected`, `start` with `call_id` and
+`token` in `customParameters`, 20 ms mu-law `media`, `mark` echoes, `stop`). The node checks the page's `Origin`
+at the upgrade and the token in `start`, runs the same bridge, and writes `completed` when the page hangs up.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from call_state.record import CallRecord, CallStatus, Direction, StatusEvent
+from lambda_api.auth import require_api_key
+from lambda_api.calls import agent_settings, ctx_of, parse_body
+from lambda_api.errors import ApiError
+from lambda_api.schemas import AgentRequest
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+BROWSER = "browser"  # what `to`/`from` say on a browser call's record: there is no phone number
+
+
+def browser_stream_url(media_stream_url: str) -> str:
+    """`wss://media.example.com/stream` -> `wss://media.example.com/browser-stream` (last path segment swapped)."""
+    parts = urlsplit(media_stream_url)
+    base = parts.path.rstrip("/").rpartition("/")[0]
+    return urlunsplit((parts.scheme, parts.netloc, f"{base}/browser-stream", "", ""))
+
+
+@router.post("/browser-calls", status_code=201)
+async def create_browser_call(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    key = require_api_key(request, ctx)
+    tokens = ctx.tokens
+    missing = [] if ctx.settings.gemini_api_key else ["GEMINI_API_KEY"]
+    missing += [] if tokens else ["STREAM_TOKEN_SECRET"]
+    if missing or tokens is None:  # say what is missing rather than open a stream that cannot work
+        raise ApiError(503, "not_configured", f"not configured, missing: {', '.join(missing)}")
+    body = await parse_body(request, AgentRequest)
+    # Its own bucket per key (a Talk press is not a dial), still bounded: each call opens a paid Gemini session.
+    wait = ctx.rate_limit.take(f"browser\x00{key}", ctx.clock())
+    if wait:
+        raise ApiError(429, "rate_limited", "one browser call per second per API key", retry_after=max(1, round(wait)))
+    now, s = ctx.clock(), ctx.settings
+    call_id = "c_" + secrets.token_hex(12)
+    record = CallRecord(
+        call_id=call_id,
+        direction=Direction.BROWSER,
+        to=BROWSER,
+        from_=BROWSER,
+        agent=agent_settings(body, s),
+        created_at=now,
+        expires_at=int(now) + s.call_ttl_days * 86400,
+        metadata=body.metadata or {},
+        status_history=(StatusEvent(CallStatus.CREATED, now, None, "api"),),
+    )
+    await ctx.store.create_call(record)
+    log.info("call %s (-): browser call created", call_id)
+    stream_url = browser_stream_url(s.media_stream_url)
+    answer = {"call_id": call_id, "stream_url": stream_url, "token": tokens.mint(call_id, now)}
+    return JSONResponse(answer, status_code=201, headers={"Cache-Control": "no-store"})  # the token is a secret

@@ -15,13 +15,14 @@ RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirem
 # What `make check` (and so `make test`) lints and type-checks: every package we ship, the CDK app included.
 TYPED := call_state media_node lambda_api infra all_in_one.py
 
-.PHONY: run test check bench setup lint system-deps clean help
+.PHONY: run test check bench setup lint system-deps upgrade-drill clean help
 help:
 	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
 	@echo "make test   - install what is missing, then run every test"
 	@echo "make bench  - run the benchmarks and print a table (QUICK=1 for a short run)"
 	@echo "make setup  - developer tools incl. the AWS CDK CLI (then: npx cdk deploy)"
 	@echo "make check  - ruff check, ruff format --check, mypy --strict (make test runs it first)"
+	@echo "make upgrade-drill - blue/green upgrade under live calls, then a SIGKILL (N=20 M=10 K=5), real nginx"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
@@ -42,14 +43,17 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck. Installed when
-# running as root (CI, a fresh VM); otherwise the tests that need them say so loudly.
+# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t, the upgrade drill), shellcheck,
+# systemd-analyze, curl (switch-colour.sh). Installed when running as root (CI, a fresh VM); otherwise the tests
+# that need them say so loudly.
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v flock >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -57,6 +61,10 @@ system-deps:
 	      || echo "!!! could not install$$missing: the tests that need them will report it"; \
 	  else echo "!!! missing$$missing (not root): the tests that need them will report it"; fi; \
 	fi
+
+# The upgrade and kill drills on this machine (no AWS): real nginx, two colours, loopback Twilio and Gemini.
+upgrade-drill: $(VENV)/.dev-installed system-deps
+	$(BIN)/python -m tests.drills.upgrade_drill --calls $(or $(N),20) --new-calls $(or $(M),10) --kill-calls $(or $(K),5)
 
 run: $(VENV)/.runtime-installed
 	@test -f .env || echo "No .env found: starting with defaults (copy .env.example to .env to add credentials)."

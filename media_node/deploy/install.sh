@@ -123,7 +123,8 @@ fi
 
 log "packages"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+APT=(apt-get -o DPkg::Lock::Timeout=600 -qq)  # a fresh instance may still run unattended-upgrades
+"${APT[@]}" update
 PYTHON=""
 for candidate in python3.12 python3.11 python3; do
   if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -131,12 +132,12 @@ for candidate in python3.12 python3.11 python3; do
   fi
 done
 if [ -z "$PYTHON" ]; then  # Ubuntu 22.04 ships 3.10; 3.11 is in its universe repository
-  apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  "${APT[@]}" install -y python3.11 python3.11-venv >/dev/null
   PYTHON=python3.11
 fi
 PACKAGES=("$("$PYTHON" -c 'import sys; print(f"python3.{sys.version_info.minor}-venv")')" nginx rsync curl util-linux)
 [ -n "$FLEET_ASG" ] || PACKAGES+=(certbot)
-apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
+"${APT[@]}" install -y "${PACKAGES[@]}" >/dev/null
 
 RELEASE_ID="${RELEASE_ID:-$(date -u +%Y%m%d%H%M%S)}"
 RELEASE="$APP_DIR/releases/$RELEASE_ID"

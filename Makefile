@@ -44,7 +44,7 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 # Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t, the upgrade drill), shellcheck,
-# systemd-analyze, curl (switch-colour.sh). Installed when running as root (CI, a fresh VM); otherwise the tests
+# systemd-analyze, curl and rsync (install.sh, switch-colour.sh). Installed when running as root (CI, a fresh VM); otherwise the tests
 # that need them say so loudly.
 system-deps:
 	@missing=""; \
@@ -53,6 +53,7 @@ system-deps:
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v flock >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -34,6 +34,7 @@ ENV_UPDATES=()
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEPLOY_DIR="$SOURCE_DIR/media_node/deploy"
 ACME_ROOT="/var/www/voice-agent-acme"
+SYSTEMD_DIR="/etc/systemd/system"
 SECRET_KEYS=(TWILIO_ACCOUNT_SID TWILIO_AUTH_TOKEN GEMINI_API_KEY API_KEY STREAM_TOKEN_SECRET)
 KEEP_RELEASES=3
 
@@ -43,7 +44,7 @@ usage() {
   echo "         --env KEY=VALUE (repeatable) --grace SECONDS --non-interactive --release-id ID"
   echo "         --fleet-asg NAME [--fleet-hook NAME] (fleet node behind the NLB: no certificate, fleet agent)"
   echo "         --render-only DIR [--tls] [--cert-dir DIR] [--nginx-dir DIR] [--http-port P] [--probe-port P]"
-  echo "         [--max-call-seconds S]"
+  echo "         [--max-call-seconds S] [--acme-root DIR] [--systemd-dir DIR]"
 }
 
 while [ $# -gt 0 ]; do
@@ -67,6 +68,8 @@ while [ $# -gt 0 ]; do
     --render-only) RENDER_ONLY="$2"; shift 2 ;;
     --tls) RENDER_TLS=1; shift ;;
     --cert-dir) CERT_DIR="$2"; shift 2 ;;
+    --acme-root) ACME_ROOT="$2"; shift 2 ;;
+    --systemd-dir) SYSTEMD_DIR="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -202,8 +205,8 @@ RENDERED="$(mktemp -d)"
 TLS=""
 [ -n "$DOMAIN" ] && [ -z "$FLEET_ASG" ] && [ -f "$CERT_DIR/fullchain.pem" ] && TLS="tls"
 render_all "$RENDERED" "$TLS"
-install -m 644 "$RENDERED/voice-agent@.service" "$RENDERED/voice-agent-failover@.service" /etc/systemd/system/
-[ -z "$FLEET_ASG" ] || install -m 644 "$RENDERED/voice-agent-fleet.service" /etc/systemd/system/
+install -m 644 "$RENDERED/voice-agent@.service" "$RENDERED/voice-agent-failover@.service" "$SYSTEMD_DIR/"
+[ -z "$FLEET_ASG" ] || install -m 644 "$RENDERED/voice-agent-fleet.service" "$SYSTEMD_DIR/"
 systemctl daemon-reload
 
 log "nginx site${TLS:+ (TLS)}"
@@ -225,7 +228,7 @@ install_site
 systemctl is-active --quiet nginx || systemctl start nginx  # never restart it: a restart cuts every call
 
 LEGACY=""
-if [ -f /etc/systemd/system/voice-agent.service ] && systemctl is-enabled --quiet voice-agent 2>/dev/null; then
+if [ -f "$SYSTEMD_DIR/voice-agent.service" ] && systemctl is-enabled --quiet voice-agent 2>/dev/null; then
   LEGACY="voice-agent"  # a single-process install from before blue/green: it drains like an old colour
 fi
 

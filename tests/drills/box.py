@@ -24,6 +24,30 @@ DEPLOY = ROOT / "media_node" / "deploy"
 RELEASE_CONTENT = ("call_state", "media_node", "lambda_api", "all_in_one.py")  # what `python -m all_in_one` imports
 
 
+SYSTEMCTL_SHIM = """#!/usr/bin/env bash
+# systemctl on a drill box: voice-agent@<colour> goes to the drills' service manager; nginx "is active"; the
+# rest (daemon-reload, other units) does nothing.
+svc=({python} -m tests.drills.servicectl {socket})
+words=(); noblock=0
+for arg in "$@"; do
+  case "$arg" in --no-block) noblock=1 ;; -*) ;; *) words+=("$arg") ;; esac
+done
+verb="${{words[0]:-}}"; unit="${{words[${{#words[@]}}-1]:-}}"; colour=""
+[[ "$unit" =~ ^voice-agent@(blue|green)(\\.service)?$ ]] && colour="${{BASH_REMATCH[1]}}"
+case "$verb" in
+  show) if [ -n "$colour" ]; then exec "${{svc[@]}}" state "$colour"; fi; echo inactive ;;
+  start|enable|disable) if [ -n "$colour" ]; then exec "${{svc[@]}}" "$verb" "$colour"; fi ;;
+  stop) if [ -n "$colour" ]; then
+          if [ "$noblock" = 1 ]; then exec "${{svc[@]}}" stop-nowait "$colour"; fi
+          exec "${{svc[@]}}" stop "$colour"
+        fi ;;
+  is-active) [ "$unit" = nginx ] && exit 0; exit 3 ;;
+  is-enabled) exit 1 ;;
+esac
+exit 0
+"""
+
+
 def find_nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
@@ -91,12 +115,18 @@ class DrillBox:
             "--http-port", str(self.http_port), "--port", str(self.blue_port), "--probe-port", str(self.probe_port),
             "--grace", str(self.grace_s), "--app-dir", str(self.app_dir), *install_args,
         )  # fmt: skip
-        for sub in ("sites-enabled", "snippets", "modules-enabled", "logs", "temp"):
-            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        self.write_nginx_main()
         shutil.copy(rendered / "voice-agent.conf", self.prefix / "sites-enabled" / "voice-agent.conf")
         shutil.copy(rendered / "voice-agent-app.conf", self.prefix / "snippets" / "voice-agent-app.conf")
         shutil.copy(rendered / "90-voice-agent.conf", self.prefix / "modules-enabled" / "90-voice-agent.conf")
+        await self.switch("--init")
+        return self.prefix / "nginx.conf"
+
+    def write_nginx_main(self) -> Path:
+        """Debian's nginx.conf, in this box's prefix: modules-enabled/ at the top level, sites-enabled/ in http."""
         p = self.prefix
+        for sub in ("sites-enabled", "sites-available", "snippets", "modules-enabled", "logs", "temp"):
+            (p / sub).mkdir(parents=True, exist_ok=True)
         temp = "".join(f"    {kind}_temp_path {p}/temp/{kind};\n" for kind in ("proxy", "fastcgi", "uwsgi", "scgi"))
         (p / "nginx.conf").write_text(
             ("user root;\n" if os.geteuid() == 0 else "")  # the drill's nginx runs as whoever runs the drill
@@ -105,7 +135,6 @@ class DrillBox:
             f"http {{\n    access_log off;\n    client_body_temp_path {p}/temp/body;\n{temp}"
             f"    include {p}/sites-enabled/*.conf;\n}}\n"
         )
-        await self.switch("--init")
         return p / "nginx.conf"
 
     async def start_nginx(self) -> None:
@@ -140,6 +169,23 @@ class DrillBox:
     async def switch(self, *args: str, services_socket: str = "/nonexistent") -> str:
         """Run switch-colour.sh; returns its output, raises with it if the script failed."""
         return await self._run(*self.switch_command(services_socket), *args)
+
+    def host_shims(self, services_socket: str) -> Path:
+        """A bin/ directory to put first on PATH so install.sh runs unmodified on this box: `systemctl` sends the
+        colour units to the drills' service manager (the rest is a no-op), `nginx` is this box's nginx, and
+        `apt-get` / `certbot` do nothing (no packages are installed, no certificate requested)."""
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        shims = {
+            "systemctl": SYSTEMCTL_SHIM.format(python=sys.executable, socket=services_socket),
+            "nginx": f'#!/bin/sh\nexec {" ".join(self.nginx)} "$@"\n',
+            "apt-get": "#!/bin/sh\nexit 0\n",
+            "certbot": "#!/bin/sh\necho 'certbot is not run on a drill box' >&2\nexit 1\n",
+        }
+        for name, text in shims.items():
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+        return bin_dir
 
     def active_colour(self) -> str:
         path = self.app_dir / "colours" / "active"

@@ -95,6 +95,9 @@ class VoiceAgentStack(cdk.Stack):
             cdk.CfnOutput(self, "MediaNodeIp", value=media.elastic_ip.ref,
                           description="point mediaDomain's A record here")  # fmt: skip
             cdk.CfnOutput(self, "MediaNodeInstanceId", value=media.instance.instance_id, description="for SSM sessions")
+            rerun = "aws ssm start-associations-once --association-ids <id>: run the release again"
+            cdk.CfnOutput(self, "MediaReleaseAssociationId", value=media.association.attr_association_id,
+                          description=rerun)  # fmt: skip
         api_url = public_url or control.url
         cdk.CfnOutput(self, "ApiUrl", value=api_url)
         cdk.CfnOutput(self, "MakeCallUrl", value=f"{api_url}/make-call")

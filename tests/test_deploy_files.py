@@ -160,3 +160,20 @@ def test_scripts_pass_shellcheck() -> None:
 def test_scripts_reject_bad_flags(script: Path, args: list[str]) -> None:
     result = subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
     assert result.returncode == 2, (args, result.stdout, result.stderr)
+
+
+@pytest.mark.parametrize("recorded", ["purple\n", "blue; reboot\n", "\u0431lue\n"])  # the last: Cyrillic b
+def test_switch_refuses_a_tampered_active_colour(tmp_path: Path, recorded: str) -> None:
+    (tmp_path / "colours").mkdir()
+    (tmp_path / "colours" / "active").write_text(recorded, encoding="utf-8")
+    (tmp_path / "release" / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / "release" / ".venv" / "bin" / "python").symlink_to("/bin/true")
+    calls = tmp_path / "service-calls"
+    service = tmp_path / "service.sh"  # records every service manager call
+    service.write_text(f'#!/bin/sh\necho "$1 $2" >> {calls}\necho inactive\n')
+    service.chmod(0o755)
+    result = subprocess.run(["bash", str(SWITCH), "--app-dir", str(tmp_path), "--nginx-dir", str(tmp_path),
+                             "--service-cmd", str(service), "--release", str(tmp_path / "release")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "names neither blue nor green" in result.stderr
+    assert not calls.exists()  # nothing was started or stopped

@@ -60,7 +60,15 @@ log() { printf '==> switch: %s\n' "$*"; }
 die() { printf '!!! switch: %s\n' "$*" >&2; exit 1; }
 other() { if [ "$1" = blue ]; then echo green; else echo blue; fi; }
 port_of() { sed -n 's/^PORT=\([0-9][0-9]*\)$/\1/p' "$COLOURS/$1.env" | tail -n 1; }
-active_colour() { if [ -f "$COLOURS/active" ]; then tr -dc 'a-z' < "$COLOURS/active"; fi; }
+active_colour() {  # blue, green, or nothing (no install yet, or a file that says anything else)
+  local colour=""
+  [ -f "$COLOURS/active" ] && colour="$(head -c 16 "$COLOURS/active" | tr -dc 'a-z')"
+  case "$colour" in
+    blue|green) echo "$colour" ;;
+    "") [ ! -s "$COLOURS/active" ] || die "$COLOURS/active names neither blue nor green: fix it by hand" ;;
+    *) die "$COLOURS/active names neither blue nor green: fix it by hand" ;;
+  esac
+}
 release_of() { readlink -f "$COLOURS/$1" 2>/dev/null || true; }
 
 # svc VERB COLOUR, VERB one of start, stop (waits for the drain), stop-nowait, state, enable, disable.

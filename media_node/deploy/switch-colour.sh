@@ -230,8 +230,9 @@ failover() {  # failover FAILED_COLOUR
 
 case "$ACTION" in
   init)
-    [ -f "$UPSTREAM" ] && [ -n "$(active_colour)" ] && exit 0
-    write_upstream "$(active_colour | grep . || echo blue)"
+    active="$(active_colour)"  # stops here if colours/active names something else
+    if [ -f "$UPSTREAM" ] && [ -n "$active" ]; then exit 0; fi
+    write_upstream "${active:-blue}"
     ;;
   release) deploy "$(readlink -f "$ARG")" ;;
   rollback)

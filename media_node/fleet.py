@@ -13,7 +13,7 @@ instance across a blue/green switch and needs nothing from the media node but it
   the instance has not reached Terminating:Wait yet (the NLB's deregistration delay comes first).
 
 IMDS polling instead of an EventBridge rule + SSM command: nothing else to deploy or permit, and it sees every
-kind of termination the same way. The rules are plain functions (`colour_calls`, `node_load`, `metric_data`,
+kind of termination the same way. The rules are plain functions (`colour_health`, `node_load`, `metric_data`,
 `hook_not_ready`); the loops take their HTTP client, boto3 clients and the colour-stopping command as arguments.
 """
 
@@ -47,23 +47,37 @@ class NodeLoad:
     draining: bool
 
 
-def colour_calls(status: int, body: bytes) -> int | None:
-    """Active calls from one colour's /healthz (200 ok, 503 draining or full); None if it is down or garbled."""
+@dataclass(frozen=True)
+class ColourHealth:
+    active_calls: int
+    capacity: int | None  # MAX_CONCURRENT_CALLS, when /healthz says it
+    draining: bool
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and 0 <= value <= 1_000_000 else None  # bool is not a count
+
+
+def colour_health(status: int, body: bytes) -> ColourHealth | None:
+    """One colour's /healthz (200 ok, 503 draining or full); None if it is down or the answer is garbled."""
     if status not in (200, 503) or len(body) > MAX_HEALTH_BYTES:
         return None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    calls = data.get("active_calls") if isinstance(data, dict) else None
-    if type(calls) is not int or not 0 <= calls <= 1_000_000:  # bool is not a count
+    if not isinstance(data, dict) or (calls := _count(data.get("active_calls"))) is None:
         return None
-    return calls
+    return ColourHealth(calls, _count(data.get("capacity")) or None, data.get("status") == "draining")
 
 
-def node_load(calls: Sequence[int | None], capacity: int, draining: bool) -> NodeLoad:
-    """The instance as a whole: calls on every colour that answered; no capacity left once it drains."""
-    return NodeLoad(sum(c for c in calls if c is not None), 0 if draining else capacity, draining)
+def node_load(colours: Sequence[ColourHealth | None], default_capacity: int, draining: bool) -> NodeLoad:
+    """The instance as a whole: calls on every colour that answered; its capacity is the serving colour's (a
+    colour draining after a switch adds calls, not room); none left once the node itself drains."""
+    up = [c for c in colours if c is not None]
+    capacities = [c.capacity for c in up if c.capacity and not c.draining]
+    capacity = 0 if draining else max(capacities, default=default_capacity)
+    return NodeLoad(sum(c.active_calls for c in up), capacity, draining)
 
 
 def metric_data(load: NodeLoad, asg: str, at: datetime) -> list[dict[str, Any]]:
@@ -139,14 +153,14 @@ class FleetAgent:
             metrics.cancel()
 
     async def load(self) -> NodeLoad:
-        calls = []
+        colours: list[ColourHealth | None] = []
         for port in self.ports:
             try:
                 answer = await self.http.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0)
-                calls.append(colour_calls(answer.status_code, answer.content))
+                colours.append(colour_health(answer.status_code, answer.content))
             except httpx.HTTPError:
-                calls.append(None)  # that colour is not running: normal for the idle one
-        return node_load(calls, self.capacity, self.draining)
+                colours.append(None)  # that colour is not running: normal for the idle one
+        return node_load(colours, self.capacity, self.draining)
 
     async def publish(self) -> None:
         load = await self.load()
@@ -209,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asg", required=True, help="Auto Scaling group name")
     parser.add_argument("--hook", default="drain", help="termination lifecycle hook name")
     parser.add_argument("--ports", default="8081,8082", help="the colours' loopback ports")
-    parser.add_argument("--capacity", type=int, default=100, help="MAX_CONCURRENT_CALLS of one colour")
+    parser.add_argument("--capacity", type=int, default=100, help="MAX_CONCURRENT_CALLS, if /healthz does not say")
     parser.add_argument("--region", default="", help="AWS region (default: the instance's, from IMDS)")
     args = parser.parse_args(argv)
     ports = [int(p) for p in args.ports.split(",") if p.strip().isascii() and p.strip().isdigit()]

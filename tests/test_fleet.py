@@ -22,10 +22,11 @@ from moto import mock_aws
 
 from media_node.fleet import (
     NAMESPACE,
+    ColourHealth,
     FleetAgent,
     Imds,
     NodeLoad,
-    colour_calls,
+    colour_health,
     hook_not_ready,
     metric_data,
     node_load,
@@ -48,15 +49,17 @@ def test_metric_data_reports_calls_capacity_and_utilisation() -> None:
 
 
 def test_a_draining_node_reports_calls_but_no_utilisation() -> None:
-    load = node_load([3, None], 40, draining=True)
+    load = node_load([ColourHealth(3, 40, False), None], 40, draining=True)
     assert load == NodeLoad(3, 0, True)
     names = [d["MetricName"] for d in metric_data(load, "g", AT)]
     assert names == ["ActiveCalls", "CallCapacity"]
 
 
 def test_utilisation_is_capped_and_counts_both_colours() -> None:
-    load = node_load([30, 25], 40, draining=False)  # mid-switch: the old colour still holds calls
-    assert load.active_calls == 55
+    # Mid-switch: the old colour still holds calls but adds no room; the new one says its capacity.
+    load = node_load([ColourHealth(30, 40, True), ColourHealth(25, 50, False)], 40, draining=False)
+    assert load == NodeLoad(55, 50, False)
+    assert node_load([ColourHealth(2, None, False), None], 40, draining=False).capacity == 40  # not reported
     (utilisation,) = [d for d in metric_data(load, "g", AT) if d["MetricName"] == "CallUtilization"]
     assert utilisation["Value"] == 100.0
 
@@ -64,9 +67,12 @@ def test_utilisation_is_capped_and_counts_both_colours() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (200, b'{"status":"ok","active_calls":4,"version":"1"}', 4),
-        (503, b'{"status":"draining","active_calls":2}', 2),
-        (503, b'{"status":"full","active_calls":40}', 40),
+        (200, b'{"status":"ok","active_calls":4,"version":"1"}', ColourHealth(4, None, False)),
+        (200, b'{"status":"ok","active_calls":4,"capacity":40}', ColourHealth(4, 40, False)),
+        (503, b'{"status":"draining","active_calls":2,"capacity":40}', ColourHealth(2, 40, True)),
+        (503, b'{"status":"full","active_calls":40,"capacity":40}', ColourHealth(40, 40, False)),
+        (200, b'{"active_calls":4,"capacity":true}', ColourHealth(4, None, False)),
+        (200, b'{"active_calls":4,"capacity":-5}', ColourHealth(4, None, False)),
         (502, b'{"active_calls":4}', None),  # nginx answering for a dead colour
         (200, b"not json", None),
         (200, b"[1, 2]", None),
@@ -77,8 +83,8 @@ def test_utilisation_is_capped_and_counts_both_colours() -> None:
         (200, b'{"active_calls":1}' + b" " * 5000, None),  # oversized
     ],
 )
-def test_colour_calls_accepts_only_a_sane_count(status: int, body: bytes, expected: int | None) -> None:
-    assert colour_calls(status, body) == expected
+def test_colour_health_accepts_only_sane_counts(status: int, body: bytes, expected: ColourHealth | None) -> None:
+    assert colour_health(status, body) == expected
 
 
 def test_hook_not_ready_is_the_only_retryable_refusal() -> None:

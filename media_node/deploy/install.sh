@@ -138,7 +138,9 @@ if [ -z "$PYTHON" ]; then  # Ubuntu 22.04 ships 3.10; 3.11 is in its universe re
   "${APT[@]}" install -y python3.11 python3.11-venv >/dev/null
   PYTHON=python3.11
 fi
-PACKAGES=("$("$PYTHON" -c 'import sys; print(f"python3.{sys.version_info.minor}-venv")')" nginx rsync curl util-linux)
+PYVER="$("$PYTHON" -c 'import sys; print(f"3.{sys.version_info.minor}")')"
+# build-essential and the headers compile the audio kernel (setup.py, when the release has one)
+PACKAGES=("python$PYVER-venv" "python$PYVER-dev" build-essential nginx rsync curl util-linux)
 [ -n "$FLEET_ASG" ] || PACKAGES+=(certbot)
 "${APT[@]}" install -y "${PACKAGES[@]}" >/dev/null
 
@@ -152,6 +154,13 @@ rsync -a --delete --exclude .git --exclude .venv --exclude node_modules --exclud
 [ -x "$RELEASE/.venv/bin/python" ] || "$PYTHON" -m venv "$RELEASE/.venv"
 "$RELEASE/.venv/bin/pip" install -q --upgrade pip
 "$RELEASE/.venv/bin/pip" install -q -r "$RELEASE/$REQUIREMENTS"
+if [ -f "$RELEASE/setup.py" ]; then  # the compiled audio kernel, in place; without it media_node uses numpy
+  SETUPTOOLS="$(sed -n 's/^requires = \["\(setuptools==[0-9.]*\)"\]$/\1/p' "$RELEASE/pyproject.toml")"
+  if ! { "$RELEASE/.venv/bin/pip" install -q "${SETUPTOOLS:-setuptools}" \
+         && (cd "$RELEASE" && .venv/bin/python setup.py -q build_ext --inplace >/dev/null 2>&1); }; then
+    echo "!!! the audio kernel did not build: the media node runs its numpy fallback (more CPU per call)" >&2
+  fi
+fi
 touch "$RELEASE"  # its age orders the pruning below
 chmod -R go-w "$RELEASE"
 

@@ -44,8 +44,8 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 # Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t, the upgrade drill), shellcheck,
-# systemd-analyze, curl and rsync (install.sh, switch-colour.sh). Installed when running as root (CI, a fresh VM); otherwise the tests
-# that need them say so loudly.
+# systemd-analyze, curl and rsync (install.sh, switch-colour.sh). Installed when running as root (CI, a fresh
+# VM); otherwise the tests that need them say so loudly.
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \

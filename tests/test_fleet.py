@@ -159,7 +159,7 @@ async def test_agent_publishes_then_drains_and_completes_the_hook(tmp_path: Path
                                   "No active Lifecycle Action found with instance ID i-0123456789abcdef0",
                                   expected_params=expected)  # fmt: skip
             stub.add_response("complete_lifecycle_action", {}, expected_params=expected)
-            async with GeminiStandIn() as gemini, media_node(gemini.url, tmp_path) as h:
+            async with GeminiStandIn() as gemini, media_node(gemini.url, tmp_path, max_concurrent_calls=40) as h:
                 h.new_call("fleet-1")
                 caller = await h.caller("fleet-1").connect()
                 await caller.wait_for(lambda: h.node.active_calls == 1)

@@ -18,7 +18,7 @@ RUNTIME_REQS := requirements.txt lambda_api/requirements.txt media_node/requirem
 # What `make check` (and so `make test`) lints and type-checks: every package we ship, the CDK app included.
 TYPED := call_state media_node lambda_api infra all_in_one.py place_call.py
 
-.PHONY: run call test check bench setup lint system-deps build-deps clean help
+.PHONY: run call test check bench setup lint system-deps build-deps upgrade-drill clean help
 help:
 	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
 	@echo "             then open http://127.0.0.1:8080/console (the API key: cat data/api_key)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench  - run the benchmarks and print a table (QUICK=1 for a short run)"
 	@echo "make setup  - developer tools incl. the AWS CDK CLI (then: npx cdk deploy)"
 	@echo "make check  - ruff check, ruff format --check, mypy --strict (make test runs it first)"
+	@echo "make upgrade-drill - blue/green upgrade under live calls, then a SIGKILL (N=20 M=10 K=5), real nginx"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3.12 on PATH)"; exit 1; }
@@ -66,10 +67,10 @@ build-deps:
 	  missing="$$missing $$($(PYTHON) -c 'import sys; print(f"python3.{sys.version_info.minor}-dev")')"; fi; \
 	$(call APT_MISSING,the audio kernel falls back to numpy)
 
-# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t), shellcheck, chromium (the web
-# console in a real headless browser, driven by Playwright), and the C build tools (a test requires the compiled
-# audio kernel in CI). Installed when running as root (CI, a fresh VM); otherwise
-# the tests that need them say so loudly.
+# Debian packages the tests use: Java 17 (DynamoDB Local), nginx (nginx -t, the upgrade drill), shellcheck,
+# systemd-analyze, curl, rsync and flock (install.sh, switch-colour.sh), chromium (the web console in a real
+# headless browser, driven by Playwright), and the C build tools (a test requires the compiled audio kernel in CI).
+# Installed when running as root (CI, a fresh VM); otherwise the tests that need them say so loudly.
 system-deps: build-deps
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
@@ -77,7 +78,14 @@ system-deps: build-deps
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v flock >/dev/null || missing="$$missing util-linux"; \
 	$(call APT_MISSING,the tests that need them will report it)
+
+# The upgrade and kill drills on this machine (no AWS): real nginx, two colours, loopback Twilio and Gemini.
+upgrade-drill: $(VENV)/.dev-installed system-deps
+	$(BIN)/python -m tests.drills.upgrade_drill --calls $(or $(N),20) --new-calls $(or $(M),10) --kill-calls $(or $(K),5)
 
 run: $(VENV)/.runtime-installed
 	@test -f .env || echo "No .env found: starting with defaults (copy .env.example to .env to add credentials)."

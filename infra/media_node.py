@@ -1,7 +1,13 @@
-"""The media plane: one small always-on EC2 instance (Ubuntu 24.04) behind Nginx + Certbot, with an Elastic IP.
+"""The media plane, single-node mode (the default, cheapest): one always-on EC2 instance behind Nginx + Certbot,
+with an Elastic IP.
 
-No SSH (SSM Session Manager instead), IMDSv2 only, ports 80/443 only. The code ships as an S3 asset and user data
-runs the same installer as the VPS path, in "media node only" mode.
+A release never replaces the instance: its user data is a constant bootstrap (no asset hash, no domain in it), so
+its logical id and properties do not change with the code, and the certificate, the Elastic IP and the disk stay.
+New code ships as the S3 asset, and an SSM association (AWS-RunShellScript) whose commands name the asset's hash
+runs the blue/green install on the instance: CloudFormation runs an association again whenever its parameters
+change, and waits for it to succeed. Self-healing: an EC2 recovery alarm on StatusCheckFailed_System moves the
+instance to healthy hardware (same instance id, EIP and disk; the calls on it are cut), and a crashed colour fails
+over to the other one (systemd OnFailure=). No SSH (SSM Session Manager), IMDSv2 only, ports 80/443 only.
 """
 
 from __future__ import annotations
@@ -9,18 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from infra.media_base import BOOTSTRAP, ROOT, MediaRelease, node_role, public_vpc, root_volume, ubuntu_image
 from infra.secrets import AppSecrets
 
-ROOT = Path(__file__).resolve().parent.parent
-UBUNTU_2404 = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
-ASSET_EXCLUDE = ["cdk.out", "node_modules", ".venv", "bench", "tests", ".git", "data", ".env", "docs", "*.pyc",
-                 "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"]  # fmt: skip
+RELEASE_TIMEOUT_S = 1800  # first boot: packages, venv, certificate; an upgrade takes a minute or two
 
 
 class MediaNodeHost(Construct):
@@ -35,65 +40,71 @@ class MediaNodeHost(Construct):
         instance_type: str = "t3.small",
         domain: str = "",
         email: str = "",
+        grace_s: int = 600,
+        source_path: Path = ROOT,
     ) -> None:
         super().__init__(scope, cid)
-        vpc = ec2.Vpc(
-            self,
-            "Vpc",
-            max_azs=1,
-            nat_gateways=0,
-            subnet_configuration=[ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)],
-        )
+        vpc = public_vpc(self, max_azs=1)
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=True, description="Voice agent media node: 80/443"
         )
         self.security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(80), "HTTP: certbot and redirect")
         self.security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS/WSS from Twilio")
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
-        )
-        table.grant_read_write_data(self.role)
-        secrets.grant_read(self.role)  # the Twilio token in it is what hangs up calls
-        source = s3_assets.Asset(self, "Source", path=str(ROOT), exclude=ASSET_EXCLUDE)
-        source.grant_read(self.role)
+        self.role = node_role(self, table, secrets)
+        self.release = MediaRelease(self, "Source", source_path=source_path)
+        self.release.grant_read(self.role)
 
         user_data = ec2.UserData.for_linux()
-        user_data.add_commands(
-            "set -euxo pipefail",
-            "export DEBIAN_FRONTEND=noninteractive",
-            "apt-get update -qq && apt-get install -y -qq unzip",
-            "command -v aws || snap install aws-cli --classic",
-        )
-        archive = user_data.add_s3_download_command(bucket=source.bucket, bucket_key=source.s3_object_key)
-        env = {**environment, **secrets.environment()}  # ARNs only: the node reads the values at start
-        env_flags = " ".join(f"--env {key}={value}" for key, value in sorted(env.items()))
-        domain_flags = f"--domain {domain} --email {email}" if domain and email else ""
-        user_data.add_commands(
-            "rm -rf /opt/voice-agent-src && mkdir -p /opt/voice-agent-src",
-            f"unzip -q -o {archive} -d /opt/voice-agent-src",
-            f"bash /opt/voice-agent-src/media_node/deploy/install.sh --mode media --non-interactive {domain_flags} "
-            f"--env AWS_REGION={cdk.Aws.REGION} --env CALL_STORE=dynamodb://{table.table_name} {env_flags}",
-        )
+        user_data.add_commands(*BOOTSTRAP)
         self.instance = ec2.Instance(
             self,
             "Instance",
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             instance_type=ec2.InstanceType(instance_type),
-            machine_image=ec2.MachineImage.from_ssm_parameter(UBUNTU_2404),
+            machine_image=ubuntu_image(),
             security_group=self.security_group,
             role=self.role,
             require_imdsv2=True,
             user_data=user_data,
-            user_data_causes_replacement=True,  # a new release or domain replaces the (stateless) node
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/sda1",
-                    volume=ec2.BlockDeviceVolume.ebs(16, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3),
-                )
-            ],
+            user_data_causes_replacement=False,  # the same instance for every release: calls, EIP, certificate stay
+            block_devices=root_volume(),
         )
         self.elastic_ip = ec2.CfnEIP(self, "ElasticIp", domain="vpc", instance_id=self.instance.instance_id)
+
+        self.recovery_alarm = cloudwatch.Alarm(
+            self,
+            "RecoveryAlarm",
+            alarm_description="The media node's host failed its system status check: EC2 recovers the instance "
+            "onto healthy hardware (same instance id, Elastic IP and disk; the calls on it are lost).",
+            metric=cloudwatch.Metric(
+                namespace="AWS/EC2",
+                metric_name="StatusCheckFailed_System",
+                dimensions_map={"InstanceId": self.instance.instance_id},
+                statistic="Maximum",
+                period=cdk.Duration.minutes(1),
+            ),
+            evaluation_periods=2,
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.recovery_alarm.add_alarm_action(cw_actions.Ec2Action(cw_actions.Ec2InstanceAction.RECOVER))
+
+        flags = [f"--grace {grace_s}"] + ([f"--domain {domain} --email {email}"] if domain and email else [])
+        env = {**environment, **secrets.environment(), "AWS_REGION": cdk.Aws.REGION,
+               "CALL_STORE": f"dynamodb://{table.table_name}"}  # fmt: skip
+        self.association = ssm.CfnAssociation(
+            self,
+            "Release",
+            name="AWS-RunShellScript",
+            association_name=f"{cdk.Aws.STACK_NAME}-media-release",
+            targets=[ssm.CfnAssociation.TargetProperty(key="InstanceIds", values=[self.instance.instance_id])],
+            parameters={
+                "commands": self.release.install_commands(flags, env, after_boot=True),
+                "executionTimeout": [str(RELEASE_TIMEOUT_S)],
+            },
+            wait_for_success_timeout_seconds=RELEASE_TIMEOUT_S,
+            max_concurrency="1",
+            max_errors="0",
+        )

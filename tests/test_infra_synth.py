@@ -16,34 +16,25 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cdk_synth(out: Path, *context: str) -> Path:
+    """`npx cdk synth` exactly as a user types it: the pinned CLI, only these -c values."""
     cdk = ROOT / "node_modules" / ".bin" / "cdk"
     if not cdk.exists():
         pytest.fail("the pinned CDK CLI is missing: run `make test` (npm ci)")
-    out = tmp_path_factory.mktemp("synth") / "cdk.out"
     env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CDK_DISABLE_VERSION_CHECK": "1"}
+    args = [arg for value in context for arg in ("-c", value)]
     proc = subprocess.run(
-        [
-            str(cdk),
-            "synth",
-            "--quiet",
-            "--no-notices",
-            "--output",
-            str(out),
-            "-c",
-            "mediaDomain=media.example.com",
-            "-c",
-            "email=ops@example.com",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+        [str(cdk), "synth", "--quiet", "--no-notices", "--output", str(out), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "cdk.out"
+    return cdk_synth(out, "mediaDomain=media.example.com", "email=ops@example.com")
 
 
 def find_python312() -> str:
@@ -70,7 +61,17 @@ def test_cli_version_is_pinned_to_v2() -> None:
 def test_synth_writes_the_template(cloud_assembly: Path) -> None:
     template = json.loads((cloud_assembly / "VoiceAgent.template.json").read_text())
     kinds = {r["Type"] for r in template["Resources"].values()}
-    assert {"AWS::Lambda::Function", "AWS::DynamoDB::Table", "AWS::EC2::Instance", "AWS::ApiGatewayV2::Api"} <= kinds
+    assert {"AWS::Lambda::Function", "AWS::DynamoDB::Table", "AWS::EC2::Instance", "AWS::ApiGatewayV2::Api",
+            "AWS::SSM::Association", "AWS::CloudWatch::Alarm"} <= kinds  # fmt: skip
+
+
+def test_fleet_mode_synthesizes_with_nothing_else_given(tmp_path: Path) -> None:
+    out = cdk_synth(tmp_path / "cdk.out", "mediaNodes=3", "mediaDomain=media.example.com", "email=ops@example.com")
+    template = json.loads((out / "VoiceAgent.template.json").read_text())
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert {"AWS::AutoScaling::AutoScalingGroup", "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            "AWS::CertificateManager::Certificate", "AWS::AutoScaling::LifecycleHook"} <= kinds  # fmt: skip
+    assert "AWS::EC2::Instance" not in kinds
 
 
 def test_lambda_bundle_imports_under_python312(cloud_assembly: Path) -> None:

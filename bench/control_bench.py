@@ -23,13 +23,13 @@ from urllib.parse import urlencode
 
 import httpx
 import numpy as np
+from lambda_api.rate_limit import TokenBucket
 from mangum import Mangum
 from twilio.request_validator import RequestValidator
 
 from call_state.settings import Settings
 from call_state.sqlite_store import SqliteCallStore
 from lambda_api.app import create_app
-from lambda_api.rate_limit import TokenBucket
 from tests.standins.twilio_rest import TwilioRestStandIn
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,15 +2,18 @@
 
 `lambda_api` and `media_node` never import each other; this module is the only place that joins them: the
 control API asks the in-process node whether a dial would be bridged (drain, configuration, capacity), one
-/healthz speaks for both planes, and the store sweep runs beside the server.
+/healthz speaks for both planes, and the store sweep runs in the server's lifespan.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -61,9 +64,25 @@ def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNod
         return JSONResponse({"status": status, "active_calls": node.active_calls, "version": VERSION},
                             status_code=code)  # fmt: skip
 
-    app = Starlette(routes=[Route("/healthz", healthz), *media_routes(node), Mount("/", app=control)])
+    routes = [Route("/healthz", healthz), *media_routes(node), Mount("/", app=control)]
+    app = Starlette(routes=routes, lifespan=background_work(node))
     app.state.node = node
     return app, node
+
+
+def background_work(node: MediaNode) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The server's lifespan: the store sweep (expired rows, every 5 minutes) runs while the server does."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tasks:
+            sweep = tasks.create_task(StoreSweeper(node.store).run(), name="store-sweep")
+            try:
+                yield
+            finally:
+                sweep.cancel()
+
+    return lifespan
 
 
 def serve(settings: Settings, store: CallStore) -> None:
@@ -72,7 +91,7 @@ def serve(settings: Settings, store: CallStore) -> None:
     if missing:
         log.warning("missing credentials: %s (the server runs; /make-call answers 503)", ", ".join(missing))
     log.info("all-in-one server on http://%s:%d (public %s)", settings.host, settings.port, settings.public_url)
-    run(app, settings, node, background=[StoreSweeper(node.store).run])
+    run(app, settings, node)
 
 
 if __name__ == "__main__":

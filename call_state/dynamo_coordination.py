@@ -40,7 +40,7 @@ class DynamoCoordination:
                 raise
             return False
 
-    def claim_key(
+    def claim_idempotency_key(
         self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
     ) -> IdempotencyClaim:
         lease_until = now + lease_seconds
@@ -94,7 +94,7 @@ class DynamoCoordination:
             held.get("holder", {}).get("S", ""),
         )
 
-    def mark_dialling(self, key: str, holder: str) -> bool:
+    def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
         return self._conditional(
             "update_item",
             Key=self._idem_key(key),
@@ -108,7 +108,7 @@ class DynamoCoordination:
             },
         )
 
-    def complete_key(self, key: str, response: dict[str, Any]) -> None:
+    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
         self._db.update_item(
             TableName=self.table,
             Key=self._idem_key(key),
@@ -117,7 +117,7 @@ class DynamoCoordination:
             ExpressionAttributeValues={":r": s(json.dumps(response)), ":done": s(IdemState.DONE.value)},
         )
 
-    def release_key(self, key: str, holder: str) -> None:
+    def release_idempotency_key(self, key: str, holder: str) -> None:
         self._conditional(
             "delete_item",
             Key=self._idem_key(key),
@@ -135,7 +135,7 @@ class DynamoCoordination:
             ExpressionAttributeValues={":one": n(1), ":e": n(expires_at), ":limit": n(limit)},
         )
 
-    def put_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
+    def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
         fresh_until = heartbeat.at + ttl_seconds
         self._db.put_item(
             TableName=self.table,
@@ -148,7 +148,7 @@ class DynamoCoordination:
             },
         )
 
-    def heartbeats(self, now: float) -> list[NodeHeartbeat]:
+    def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
         items = page_through(
             self._db.query,
             TableName=self.table,

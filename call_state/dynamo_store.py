@@ -15,7 +15,6 @@ from typing import Any
 
 from call_state.dynamo_coordination import DynamoCoordination
 from call_state.dynamo_items import CONDITION_FAILED, TRANSACTION_CANCELED, error_code, n, page_through, s
-from call_state.nodes import NodeHeartbeat
 from call_state.record import (
     TERMINAL_STATUSES,
     CallFigures,
@@ -32,7 +31,6 @@ from call_state.store import (
     CallNotFound,
     CallPage,
     CallStore,
-    IdempotencyClaim,
     NoCapacity,
     StreamAlreadyClaimed,
 )
@@ -71,7 +69,7 @@ class DynamoCallStore(CallStore):
     def __init__(self, client: Any, table_name: str) -> None:
         self._db = client
         self.table = table_name
-        self._coordination = DynamoCoordination(client, table_name)
+        self.coordination: DynamoCoordination = DynamoCoordination(client, table_name)
 
     @classmethod
     def from_table_name(
@@ -316,31 +314,6 @@ class DynamoCallStore(CallStore):
         sk = f"STREAM#{event.at:020.6f}#{event.event}"
         item = self._child(call_id, sk, "event", event.to_dict(), self._expiry(call_id))
         self._db.put_item(TableName=self.table, Item=item)
-
-    # --- coordination (call_state/dynamo_coordination.py)
-
-    def claim_idempotency_key(
-        self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
-    ) -> IdempotencyClaim:
-        return self._coordination.claim_key(key, body_hash, call_id, holder, now, ttl_seconds, lease_seconds)
-
-    def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
-        return self._coordination.mark_dialling(key, holder)
-
-    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
-        self._coordination.complete_key(key, response)
-
-    def release_idempotency_key(self, key: str, holder: str) -> None:
-        self._coordination.release_key(key, holder)
-
-    def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool:
-        return self._coordination.take_rate_slot(key, window, limit, expires_at)
-
-    def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
-        self._coordination.put_heartbeat(heartbeat, ttl_seconds)
-
-    def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
-        return self._coordination.heartbeats(now)
 
     def sweep_expired(self, now: float) -> int:
         """DynamoDB's TTL deletes expired items (within days); reads already skip them."""

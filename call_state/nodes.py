@@ -2,14 +2,14 @@
 
 Each media node writes a `NodeHeartbeat` to the store every few seconds (and at once when it starts draining);
 the control plane reads the fresh ones and asks `admit()` whether a dial now would be bridged. Sans-I/O: plain
-values in, an `Admission` out; the store reads and the clock live with the callers.
+values in, a `PlaneAdmission` out; the store reads and the clock live with the callers.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # How long a call may count as live after it was created: Twilio's queue (calls above the account's CPS wait
@@ -41,15 +41,7 @@ class NodeHeartbeat:
     url: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "draining": self.draining,
-            "configured": self.configured,
-            "active_calls": self.active_calls,
-            "capacity": self.capacity,
-            "at": self.at,
-            "url": self.url,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeHeartbeat:
@@ -73,7 +65,7 @@ class PlaneState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Admission:
+class PlaneAdmission:
     state: PlaneState
     capacity: int  # slots of the usable nodes (configured, not draining): what live calls may fill
     nodes: int  # fresh heartbeats seen
@@ -88,18 +80,20 @@ class Admission:
         return RETRY_AFTER.get(self.state.value, 0)
 
 
-def admit(heartbeats: Sequence[NodeHeartbeat], live_calls: int | None = None) -> Admission:
+def admit(heartbeats: Sequence[NodeHeartbeat], live_calls: int | None = None) -> PlaneAdmission:
     """May a new call be dialled? `live_calls` (from the store) is compared with the usable capacity when given;
     without it only the nodes' states are judged (the store then checks capacity atomically as it creates)."""
     usable = [h for h in heartbeats if h.configured and not h.draining]
     capacity = sum(max(0, h.capacity) for h in usable)
     n = len(heartbeats)
     if not heartbeats:
-        return Admission(PlaneState.UNAVAILABLE, 0, 0, "no media node has reported in: it is down or not deployed")
+        return PlaneAdmission(PlaneState.UNAVAILABLE, 0, 0, "no media node has reported in: it is down or not deployed")
     if not usable:
         if any(h.configured for h in heartbeats):
-            return Admission(PlaneState.DRAINING, 0, n, "the media plane is draining (an upgrade or a shutdown)")
-        return Admission(PlaneState.NOT_CONFIGURED, 0, n, "the media node is not configured (see its start-up log)")
+            return PlaneAdmission(PlaneState.DRAINING, 0, n, "the media plane is draining (an upgrade or a shutdown)")
+        return PlaneAdmission(
+            PlaneState.NOT_CONFIGURED, 0, n, "the media node is not configured (see its start-up log)"
+        )
     if capacity <= 0 or (live_calls is not None and live_calls >= capacity):
-        return Admission(PlaneState.FULL, capacity, n, f"the media plane holds its {capacity} live calls")
-    return Admission(PlaneState.OK, capacity, n)
+        return PlaneAdmission(PlaneState.FULL, capacity, n, f"the media plane holds its {capacity} live calls")
+    return PlaneAdmission(PlaneState.OK, capacity, n)

@@ -51,7 +51,7 @@ class SqliteCoordination:
             if column not in present:
                 db.execute(f"ALTER TABLE idempotency ADD COLUMN {column} {decl}")
 
-    def claim_key(
+    def claim_idempotency_key(
         self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
     ) -> IdempotencyClaim:
         lease_until = now + lease_seconds
@@ -74,7 +74,7 @@ class SqliteCoordination:
                 return IdempotencyClaim(True, body_hash, held.call_id, None, IdemState.CLAIMED, lease_until, holder)
             return held
 
-    def mark_dialling(self, key: str, holder: str) -> bool:
+    def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
         changed = self._db.execute(
             "UPDATE idempotency SET state = 'dialling' WHERE key = ? AND holder = ? AND state = 'claimed' "
             "AND response IS NULL",
@@ -82,12 +82,12 @@ class SqliteCoordination:
         )
         return changed == 1
 
-    def complete_key(self, key: str, response: dict[str, Any]) -> None:
+    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
         self._db.execute(
             "UPDATE idempotency SET response = ?, state = 'done' WHERE key = ?", (json.dumps(response), key)
         )
 
-    def release_key(self, key: str, holder: str) -> None:
+    def release_idempotency_key(self, key: str, holder: str) -> None:
         self._db.execute("DELETE FROM idempotency WHERE key = ? AND holder = ? AND response IS NULL", (key, holder))
 
     def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool:
@@ -101,13 +101,13 @@ class SqliteCoordination:
             )
             return True
 
-    def put_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
+    def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO node_heartbeats VALUES (?, ?, ?)",
             (heartbeat.node_id, json.dumps(heartbeat.to_dict()), heartbeat.at + ttl_seconds),
         )
 
-    def heartbeats(self, now: float) -> list[NodeHeartbeat]:
+    def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
         rows = self._db.read("SELECT heartbeat FROM node_heartbeats WHERE fresh_until > ? ORDER BY node_id", (now,))
         return [NodeHeartbeat.from_dict(json.loads(r[0])) for r in rows]
 

@@ -11,7 +11,6 @@ import json
 import sqlite3
 from typing import Any
 
-from call_state.nodes import NodeHeartbeat
 from call_state.record import (
     TERMINAL_STATUSES,
     CallFigures,
@@ -30,7 +29,6 @@ from call_state.store import (
     CallNotFound,
     CallPage,
     CallStore,
-    IdempotencyClaim,
     NoCapacity,
     StreamAlreadyClaimed,
 )
@@ -68,7 +66,7 @@ class SqliteCallStore(CallStore):
         for column in ("stream_sid", "media_node"):  # files written by 0.1 lack them
             if column not in columns:
                 self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
-        self._coordination = SqliteCoordination(self._db)
+        self.coordination: SqliteCoordination = SqliteCoordination(self._db)
 
     # --- call records
 
@@ -207,31 +205,6 @@ class SqliteCallStore(CallStore):
             (call_id, json.dumps(event.to_dict())),
         )
 
-    # --- coordination (call_state/sqlite_coordination.py)
-
-    def claim_idempotency_key(
-        self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
-    ) -> IdempotencyClaim:
-        return self._coordination.claim_key(key, body_hash, call_id, holder, now, ttl_seconds, lease_seconds)
-
-    def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
-        return self._coordination.mark_dialling(key, holder)
-
-    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
-        self._coordination.complete_key(key, response)
-
-    def release_idempotency_key(self, key: str, holder: str) -> None:
-        self._coordination.release_key(key, holder)
-
-    def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool:
-        return self._coordination.take_rate_slot(key, window, limit, expires_at)
-
-    def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
-        self._coordination.put_heartbeat(heartbeat, ttl_seconds)
-
-    def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
-        return self._coordination.heartbeats(now)
-
     # --- housekeeping
 
     def sweep_expired(self, now: float) -> int:
@@ -252,7 +225,7 @@ class SqliteCallStore(CallStore):
                 f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # noqa: S608
                 f"WHERE call_id NOT IN (SELECT call_id FROM calls) LIMIT {SWEEP_BATCH})"
             )
-        return deleted + self._coordination.sweep(now)
+        return deleted + self.coordination.sweep(now)
 
     def check_writable(self, now: float) -> None:
         self._db.execute("INSERT OR REPLACE INTO store_meta VALUES ('last_start', ?)", (repr(now),))

@@ -15,7 +15,7 @@ import abc
 import enum
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from call_state.nodes import NodeHeartbeat
 from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
@@ -62,6 +62,27 @@ class IdempotencyClaim:
     state: IdemState = IdemState.CLAIMED
     lease_until: float = 0.0
     holder: str = ""
+
+
+class Coordination(Protocol):
+    """The control plane's coordination methods of one backend (keys, pacing windows, heartbeats); `CallStore`
+    exposes them under the same names and documents them."""
+
+    def claim_idempotency_key(
+        self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
+    ) -> IdempotencyClaim: ...
+
+    def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool: ...
+
+    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None: ...
+
+    def release_idempotency_key(self, key: str, holder: str) -> None: ...
+
+    def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool: ...
+
+    def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None: ...
+
+    def node_heartbeats(self, now: float) -> list[NodeHeartbeat]: ...
 
 
 @dataclass(frozen=True)
@@ -124,9 +145,10 @@ class CallStore(abc.ABC):
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:
         """Record a Media Streams status callback. Raise CallNotFound (nothing is stored for an unknown call)."""
 
-    # --- Idempotency-Key claims
+    # --- coordination: each backend sets `self.coordination` (one object per backend, see `Coordination`)
 
-    @abc.abstractmethod
+    coordination: Coordination
+
     def claim_idempotency_key(
         self,
         key: str,
@@ -139,35 +161,36 @@ class CallStore(abc.ABC):
     ) -> IdempotencyClaim:
         """Atomically claim `key` for `holder` (conditional write), taking over a `claimed` key with the same
         body whose lease has run out; or report who holds it."""
+        return self.coordination.claim_idempotency_key(key, body_hash, call_id, holder, now, ttl_seconds, lease_seconds)
 
-    @abc.abstractmethod
     def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
         """Move the key from claimed to dialling if `holder` still holds it. False: another request took it
         over (this one must not dial)."""
+        return self.coordination.mark_idempotency_dialling(key, holder, now)
 
-    @abc.abstractmethod
     def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
         """Store the answer of the request that claimed `key`, for its retries."""
+        self.coordination.complete_idempotency_key(key, response)
 
-    @abc.abstractmethod
     def release_idempotency_key(self, key: str, holder: str) -> None:
         """Forget `holder`'s claim (nothing was dialled), so a retry may try at once. No-op once answered or when
         another holder has taken the key over."""
+        self.coordination.release_idempotency_key(key, holder)
 
-    # --- pacing, media-plane heartbeats, housekeeping
-
-    @abc.abstractmethod
     def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool:
         """Count one request for `key` in time window `window` (e.g. the minute number) if fewer than `limit` are
         counted already, atomically across processes. False: the window is full."""
+        return self.coordination.take_rate_slot(key, window, limit, expires_at)
 
-    @abc.abstractmethod
     def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
         """Write (replace) a media node's heartbeat; it is fresh until `heartbeat.at + ttl_seconds`."""
+        self.coordination.put_node_heartbeat(heartbeat, ttl_seconds)
 
-    @abc.abstractmethod
     def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
         """The fresh heartbeats of every node, in node_id order."""
+        return self.coordination.node_heartbeats(now)
+
+    # --- housekeeping
 
     @abc.abstractmethod
     def sweep_expired(self, now: float) -> int:

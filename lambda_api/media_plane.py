@@ -15,18 +15,18 @@ from dataclasses import replace
 from typing import Protocol
 
 from call_state.async_store import AsyncCallStore
-from call_state.nodes import Admission, NodeHeartbeat, PlaneState, admit
+from call_state.nodes import NodeHeartbeat, PlaneAdmission, PlaneState, admit
 
 
 class MediaPlane(Protocol):
-    async def admission(self, now: float) -> Admission: ...
+    async def admission(self, now: float) -> PlaneAdmission: ...
 
 
 class StoreMediaPlane:
     def __init__(self, store: AsyncCallStore) -> None:
         self._store = store
 
-    async def admission(self, now: float) -> Admission:
+    async def admission(self, now: float) -> PlaneAdmission:
         return admit(await self._store.node_heartbeats(now))
 
 
@@ -37,7 +37,7 @@ class LocalMediaPlane:
         self._snapshot = snapshot
         self._detail = not_configured_detail
 
-    async def admission(self, now: float) -> Admission:
+    async def admission(self, now: float) -> PlaneAdmission:
         admission = admit([self._snapshot()])
         if admission.state is PlaneState.NOT_CONFIGURED and self._detail:
             admission = replace(admission, message=f"the media node is not configured: {self._detail}")

@@ -16,6 +16,7 @@ import re
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData
 
+from call_state.ids import CALL_ID, CALL_SID, STREAM_SID, loggable
 from call_state.nodes import live_window_seconds
 from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent, StreamEvent
@@ -29,8 +30,6 @@ from lambda_api.twiml import connect_stream, hang_up, reject_busy
 log = logging.getLogger(__name__)
 router = APIRouter()
 XML = "application/xml"
-_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
-_STREAM_SID = re.compile(r"MZ[0-9a-fA-F]{32}")
 _PHONE = re.compile(r"\+?[0-9]{1,20}|client:[A-Za-z0-9_.-]{1,64}|sip:[!-~]{1,120}|[A-Za-z0-9 _.-]{1,40}")
 
 
@@ -39,7 +38,7 @@ def _text(form: FormData, name: str, limit: int = 200) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def _sid(form: FormData, name: str = "CallSid", pattern: re.Pattern[str] = _CALL_SID) -> str:
+def _sid(form: FormData, name: str = "CallSid", pattern: re.Pattern[str] = CALL_SID) -> str:
     """The SID if it has Twilio's format, else "" (never stored or logged as sent)."""
     value = _text(form, name, 64)
     return value if pattern.fullmatch(value) else ""
@@ -47,7 +46,7 @@ def _sid(form: FormData, name: str = "CallSid", pattern: re.Pattern[str] = _CALL
 
 def _shown(form: FormData, name: str = "CallSid") -> str:
     """For log lines: the SID, or a short repr of whatever came instead."""
-    return _sid(form, name) or repr(_text(form, name, 40))
+    return loggable(form.get(name), CALL_SID)
 
 
 def _xml(twiml: str) -> Response:
@@ -69,7 +68,9 @@ async def answer(call_id: str, request: Request) -> Response:
     form = await twilio_form(request, ctx)
     record = await ctx.store.get_call(call_id[:128], ctx.clock())
     if record is None:
-        log.warning("call %r (%s): TwiML asked for an unknown call: hanging up", call_id[:40], _shown(form))
+        log.warning(
+            "call %s (%s): TwiML asked for an unknown call: hanging up", loggable(call_id, CALL_ID), _shown(form)
+        )
         return _xml(hang_up())
     if record.stream_sid:  # a replay after the stream started: no new token, the call is bridged already
         log.warning("call %s (%s): TwiML asked again after the stream was claimed: hanging up", call_id, _shown(form))
@@ -99,7 +100,9 @@ async def status(call_id: str, request: Request) -> Response:
             if record is not None and not record.call_sid:
                 await ctx.store.update_call(call_id, now, call_sid=call_sid)
     except CallNotFound:
-        log.warning("call %r (%s): status %s for an unknown call", call_id[:40], _shown(form), reported.value)
+        log.warning(
+            "call %s (%s): status %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), reported.value
+        )
         return Response(status_code=204)
     log.info("call %s (%s): %s -> %s", call_id, _shown(form), reported.value, update.status.value)
     return Response(status_code=204)
@@ -111,11 +114,11 @@ async def stream_status(call_id: str, request: Request) -> Response:
     form = await twilio_form(request, ctx)
     name = _text(form, "StreamEvent", 40)
     event_name = name if re.fullmatch(r"[a-z-]{1,40}", name) else "unknown"
-    event = StreamEvent(event_name, ctx.clock(), _sid(form, "StreamSid", _STREAM_SID), _text(form, "StreamError", 1000))
+    event = StreamEvent(event_name, ctx.clock(), _sid(form, "StreamSid", STREAM_SID), _text(form, "StreamError", 1000))
     try:
         await ctx.store.add_stream_event(call_id[:128], event)
     except CallNotFound:
-        log.warning("call %r (%s): stream %s for an unknown call", call_id[:40], _shown(form), event_name)
+        log.warning("call %s (%s): stream %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), event_name)
         return Response(status_code=204)
     level = logging.WARNING if event.error else logging.INFO
     log.log(level, "call %s (%s): %s %r", call_id, _shown(form), event.event, event.error[:200])

@@ -27,8 +27,11 @@ HEARTBEAT_TTL_FACTOR = 2.5  # a node is counted for 2.5 intervals after its last
 class NodeState(Protocol):
     """What a heartbeat reads from the node (MediaNode has these)."""
 
-    draining: bool
-    active_calls: int
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def active_calls(self) -> int: ...
 
 
 def node_configured(settings: Settings) -> bool:

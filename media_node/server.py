@@ -19,9 +19,7 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
 from types import FrameType
-from typing import Any
 
 import h11
 import uvicorn
@@ -31,8 +29,6 @@ from call_state.settings import Settings
 from media_node.node import MediaNode
 
 log = logging.getLogger(__name__)
-
-Job = Callable[[], Coroutine[Any, Any, None]]
 
 
 class ClosedTally:
@@ -97,26 +93,16 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, tally: Close
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(
-        self, config: uvicorn.Config, node: MediaNode, grace_seconds: float, background: Sequence[Job] = ()
-    ) -> None:
+    def __init__(self, config: uvicorn.Config, node: MediaNode, grace_seconds: float) -> None:
         super().__init__(config)
         self.node = node
         self.grace_seconds = grace_seconds
-        self.background = background
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        """uvicorn's serve, with `background` jobs (heartbeat, store sweep) beside it until it returns."""
         self._loop = asyncio.get_running_loop()
-        async with asyncio.TaskGroup() as tasks:
-            jobs = [tasks.create_task(job(), name=f"background-{i}") for i, job in enumerate(self.background)]
-            try:
-                await super().serve(sockets)  # type: ignore[arg-type]
-            finally:
-                for job in jobs:
-                    job.cancel()
+        await super().serve(sockets)  # type: ignore[arg-type]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.node.draining or self._loop is None:
@@ -160,7 +146,7 @@ def uvicorn_config(app: object, settings: Settings, tally: ClosedTally | None = 
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,
         timeout_graceful_shutdown=5,
         log_level="info",
-        lifespan="off",
+        lifespan="on",  # the app's background work (store writer, heartbeat, store sweep) runs in its lifespan
         access_log=False,
     )
 
@@ -176,7 +162,7 @@ def raise_open_files_limit(needed: int) -> None:
         log.warning("open files limit %d is below MAX_CONNECTIONS + 100 = %d (raise LimitNOFILE)", hard, needed)
 
 
-def run(app: object, settings: Settings, node: MediaNode, background: Sequence[Job] = ()) -> None:
+def run(app: object, settings: Settings, node: MediaNode) -> None:
     raise_open_files_limit(settings.max_connections + 100)
-    server = DrainingServer(uvicorn_config(app, settings), node, settings.drain_grace_seconds, background)
+    server = DrainingServer(uvicorn_config(app, settings), node, settings.drain_grace_seconds)
     server.run()

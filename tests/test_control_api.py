@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
@@ -16,10 +16,8 @@ from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from lambda_api.app import create_app
 from tests.control_helpers import (
-    ACCOUNT_SID,
     API_KEY,
     AUTH,
-    AUTH_TOKEN,
     PUBLIC,
     SECRET,
     Clock,
@@ -31,12 +29,6 @@ from tests.control_helpers import (
     signed,
 )
 from tests.standins.twilio_rest import TwilioRestStandIn
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
 
 
 @pytest.fixture

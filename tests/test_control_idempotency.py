@@ -7,7 +7,7 @@ methods raise), Twilio is the loopback REST stand-in, the clock is manual so lea
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -31,12 +31,6 @@ from tests.control_helpers import (
 from tests.standins.twilio_rest import TwilioRestStandIn
 
 KEY = {"Idempotency-Key": "order-4711"}
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
-
-
-@pytest.fixture
 async def api(twilio: TwilioRestStandIn, sqlite_store: CallStore) -> AsyncIterator[httpx.AsyncClient]:
     async with control_api(twilio, sqlite_store) as client:
         yield client

@@ -6,7 +6,7 @@ Every case on SQLite, moto and DynamoDB Local where the store is involved; all r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,9 +15,7 @@ from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from lambda_api.webhooks import inbound_call_id
 from tests.control_helpers import (
-    ACCOUNT_SID,
     AUTH,
-    AUTH_TOKEN,
     SECRET,
     Clock,
     advance,
@@ -30,12 +28,6 @@ from tests.standins.twilio_rest import TwilioRestStandIn
 
 CALL_SID = "CA" + "6" * 32
 INBOUND = {"CallSid": CALL_SID, "From": "+15557654321", "To": "+15550001111", "CallStatus": "ringing"}
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
 
 
 @pytest.fixture

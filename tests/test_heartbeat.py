@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from call_state.store import CallStore
 from call_state.sweeper import StoreSweeper
 from lambda_api.app import create_app
 from media_node.heartbeat import HeartbeatPublisher, node_configured, node_snapshot
-from tests.control_helpers import ACCOUNT_SID, AUTH_TOKEN, SECRET, Clock, FlakyStore, make_call, settings_for
+from tests.control_helpers import SECRET, Clock, FlakyStore, make_call, settings_for
 from tests.standins.twilio_rest import TwilioRestStandIn
 from tests.test_store_contract import NOW, make_record
 
@@ -73,12 +72,6 @@ async def test_a_store_outage_is_logged_once_and_never_raises(tmp_path: Path, ca
     assert len(messages) == 2, messages
     assert "node heartbeat failed (OSError" in messages[0] and "after 20 failed attempts" in messages[1]
     assert [h.node_id for h in flaky.real.node_heartbeats(time.time())] == ["node-7"]  # written once it works
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
 
 
 async def test_drain_start_reaches_make_call_at_once(twilio: TwilioRestStandIn, any_store: CallStore) -> None:

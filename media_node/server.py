@@ -146,7 +146,7 @@ def uvicorn_config(app: object, settings: Settings, tally: ClosedTally | None = 
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,
         timeout_graceful_shutdown=5,
         log_level="info",
-        lifespan="on",  # the app's background work (store writer, heartbeat, store sweep) runs in its lifespan
+        lifespan="on",  # the media node's background work (store writer, heartbeat) runs in the app's lifespan
         access_log=False,
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from call_state.ids import is_call_sid
 from call_state.nodes import RING_TIMEOUT_SECONDS, live_window_seconds
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent
 from call_state.status_rules import parse_twilio_status
@@ -93,7 +94,8 @@ class Dialer:
             created = await ctx.twilio.create_call(dial_form(ctx, call_id, body, base))
         except TwilioError as exc:
             raise await self._refused_or_unknown(call_id, exc, claim) from None
-        call_sid = str(created.get("sid", ""))[:64]
+        sid = created.get("sid")
+        call_sid = sid if isinstance(sid, str) and is_call_sid(sid) else ""  # else Twilio's callbacks bring it
         status = parse_twilio_status(str(created.get("status", "queued"))) or CallStatus.QUEUED
         log.info("call %s (%s): dialling %s", call_id, call_sid, body.destination_number[:4] + "…")
         answer = answer_of(call_id, call_sid, status.value)

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from call_state.store import CallStore
 from lambda_api.limits import BodyLimits, json_depth
-from tests.body_attacks import ATTACKS, chunked_upload, peak_rss_kib
+from tests.body_attacks import ATTACKS, DiskWatch, chunked_upload, peak_rss_kib
 from tests.control_helpers import ACCOUNT_SID, API_KEY, AUTH, AUTH_TOKEN, control_api, make_call
 from tests.standins.processes import free_port, wait_for_port
 from tests.standins.twilio_rest import TwilioRestStandIn
@@ -171,17 +171,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int,
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_huge_bodies_cost_the_server_no_memory_and_no_disk(server: tuple[int, int, Path], attack: str) -> None:
     port, pid, tmpdir = server
-    path, headers, total = ATTACKS[attack]
+    path, headers, total, prefix = ATTACKS[attack]
     if path == "/make-call":
         headers = {**headers, "Authorization": f"Bearer {API_KEY}"}
     httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # warm: imports and first-request allocations
     before = peak_rss_kib(pid)
-    outcome = chunked_upload(port, path, headers, total)
+    with DiskWatch(tmpdir, pid) as disk:
+        outcome = chunked_upload(port, path, headers, total, prefix)
     grew_mib = (peak_rss_kib(pid) - before) / 1024
     assert outcome.status in (413, 415, None), outcome  # a precise 4xx, or closed on us: never a 5xx
     assert outcome.sent < 32 * 2**20, "the server kept reading"
     assert grew_mib < 8, f"peak RSS grew {grew_mib:.1f} MiB"
-    assert list(tmpdir.iterdir()) == []  # no temp file, ever
+    assert disk.peak == 0 and list(tmpdir.iterdir()) == []  # no temp file, ever
     health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert health.status_code == 200  # and it still serves
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from call_state.settings import startup_settings
-from call_state.store import open_store
+from call_state.store import open_store_or_exit
 
 
 def main() -> None:
@@ -15,9 +16,8 @@ def main() -> None:
     from media_node.app import create_media_app
     from media_node.server import run
 
-    store = open_store(
-        settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
-    )
+    store = open_store_or_exit(settings.call_store, time.time(), dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
+                               region=settings.aws_region)  # fmt: skip
     app = create_media_app(settings, store)
     run(app, settings, app.state.node)
 

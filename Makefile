@@ -20,7 +20,7 @@ TYPED := call_state media_node lambda_api infra all_in_one.py place_call.py
 
 .PHONY: run call test check bench setup lint system-deps build-deps upgrade-drill clean help
 help:
-	@echo "make run    - start the all-in-one server on HOST:PORT (default 0.0.0.0:8080), SQLite store, reads .env"
+	@echo "make run    - start the all-in-one server on HOST:PORT (default 127.0.0.1:8080), SQLite store, reads .env"
 	@echo "             then open http://127.0.0.1:8080/console (the API key: cat data/api_key)"
 	@echo "make call TO=+1... - place a phone call through the running server's API (reads .env)"
 	@echo "make test   - install what is missing, then run every test"

@@ -1,6 +1,9 @@
 """The all-in-one server: control API and media node in one process (`make run`, the VPS default).
 
-`lambda_api` and `media_node` never import each other; this module is the only place that joins them.
+`lambda_api` and `media_node` never import each other; this module is the only place that joins them: the
+control API asks the in-process node whether a dial would be bridged (drain, configuration, capacity), the media
+node's /healthz speaks for both planes, and the node's background work (store writes, heartbeat, the store's
+sweep) runs in the server's lifespan.
 """
 
 from __future__ import annotations
@@ -8,15 +11,19 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from call_state.local_setup import public_url_warning, with_local_api_key
 from call_state.settings import Settings, startup_settings
-from call_state.store import CallStore, open_store
+from call_state.store import CallStore, open_store_or_exit
 from lambda_api.app import create_app
+from lambda_api.media_plane import LocalMediaPlane
 from media_node.app import media_routes, node_lifespan
+from media_node.heartbeat import node_snapshot
 from media_node.node import MediaNode
 from media_node.server import run
 
@@ -26,10 +33,10 @@ log = logging.getLogger("all_in_one")
 def main() -> None:
     settings = startup_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    store = open_store_or_exit(settings.call_store, time.time(), dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
+                               region=settings.aws_region)  # fmt: skip
     if not settings.stream_token_secret:
         # Both planes share this process, so a per-process secret is safe here (never for split deployments).
-        from dataclasses import replace
-
         settings = replace(settings, stream_token_secret=secrets.token_urlsafe(32))
         log.warning("STREAM_TOKEN_SECRET not set: using a random one for this process (all-in-one only)")
     try:
@@ -37,22 +44,21 @@ def main() -> None:
     except (OSError, ValueError) as exc:  # data/ not writable, or a damaged key file: one line, like config errors
         print(f"config error: API_KEY is not set and {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    serve(settings, console_line)
+    serve(settings, store, console_line)
 
 
 def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNode]:
-    """Media routes first (/stream, /healthz with active calls and drain state, /metrics), then the control API."""
+    """The media routes first (/stream, /browser-stream, /healthz for both planes, /metrics), then the control API."""
     node = MediaNode(settings, store)
-    control = create_app(settings, node.store, twilio=node.twilio)
+    missing = "" if settings.gemini_api_key else "GEMINI_API_KEY is not set"
+    plane = LocalMediaPlane(lambda: node_snapshot(node, settings), not_configured_detail=missing)
+    control = create_app(settings, node.store, twilio=node.twilio, media_plane=plane)
     app = Starlette(routes=[*media_routes(node), Mount("/", app=control)], lifespan=node_lifespan(node))  # type: ignore[arg-type]
     app.state.node = node
     return app, node
 
 
-def serve(settings: Settings, console_line: str = "") -> None:
-    store = open_store(
-        settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
-    )
+def serve(settings: Settings, store: CallStore, console_line: str = "") -> None:
     app, node = build_app(settings, store)
     missing = settings.missing_credentials()
     if missing:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from call_state.nodes import NodeHeartbeat
 from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
 from call_state.status_rules import StatusUpdate
 from call_state.store import CallPage, CallStore, IdempotencyClaim
@@ -28,8 +29,11 @@ class AsyncCallStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def create_call(self, record: CallRecord) -> None:
-        await self._run(self.store.create_call, record)
+    async def create_call(self, record: CallRecord, *, max_live: int | None = None, live_since: float = 0.0) -> None:
+        await self._run(self.store.create_call, record, max_live=max_live, live_since=live_since)
+
+    async def count_live_calls(self, since: float, now: float) -> int:
+        return await self._run(self.store.count_live_calls, since, now)
 
     async def get_call(self, call_id: str, now: float) -> CallRecord | None:
         return await self._run(self.store.get_call, call_id, now)
@@ -68,15 +72,32 @@ class AsyncCallStore:
         await self._run(self.store.add_stream_event, call_id, event)
 
     async def claim_idempotency_key(
-        self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
+        self, key: str, body_hash: str, call_id: str, holder: str, now: float, ttl_seconds: int, lease_seconds: float
     ) -> IdempotencyClaim:
-        return await self._run(self.store.claim_idempotency_key, key, body_hash, call_id, now, ttl_seconds)
+        return await self._run(
+            self.store.claim_idempotency_key, key, body_hash, call_id, holder, now, ttl_seconds, lease_seconds
+        )
+
+    async def mark_idempotency_dialling(self, key: str, holder: str, now: float) -> bool:
+        return await self._run(self.store.mark_idempotency_dialling, key, holder, now)
 
     async def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
         await self._run(self.store.complete_idempotency_key, key, response)
 
-    async def release_idempotency_key(self, key: str) -> None:
-        await self._run(self.store.release_idempotency_key, key)
+    async def release_idempotency_key(self, key: str, holder: str) -> None:
+        await self._run(self.store.release_idempotency_key, key, holder)
+
+    async def take_rate_slot(self, key: str, window: int, limit: int, expires_at: int) -> bool:
+        return await self._run(self.store.take_rate_slot, key, window, limit, expires_at)
+
+    async def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None:
+        await self._run(self.store.put_node_heartbeat, heartbeat, ttl_seconds)
+
+    async def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
+        return await self._run(self.store.node_heartbeats, now)
+
+    async def sweep_expired(self, now: float) -> int:
+        return await self._run(self.store.sweep_expired, now)
 
     async def close(self) -> None:
         await self._run(self.store.close)

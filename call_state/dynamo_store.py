@@ -13,7 +13,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from call_state.record import CallFigures, CallRecord, CallStatus, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.dynamo_coordination import DynamoCoordination
+from call_state.dynamo_items import CONDITION_FAILED, TRANSACTION_CANCELED, error_code, n, page_through, s
+from call_state.record import (
+    TERMINAL_STATUSES,
+    CallFigures,
+    CallRecord,
+    CallStatus,
+    StatusEvent,
+    StreamEvent,
+    TranscriptTurn,
+)
 from call_state.status_rules import StatusUpdate, apply_status, history_order
 from call_state.store import (
     MAX_PAGE_SIZE,
@@ -21,7 +31,7 @@ from call_state.store import (
     CallNotFound,
     CallPage,
     CallStore,
-    IdempotencyClaim,
+    NoCapacity,
     StreamAlreadyClaimed,
 )
 from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
@@ -51,27 +61,15 @@ def table_definition(table_name: str) -> dict[str, Any]:
     }
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
-
-
 def _sort_key(created_at: float, call_id: str) -> str:
     return f"{created_at:020.6f}#{call_id}"
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 class DynamoCallStore(CallStore):
     def __init__(self, client: Any, table_name: str) -> None:
         self._db = client
         self.table = table_name
+        self.coordination: DynamoCoordination = DynamoCoordination(client, table_name)
 
     @classmethod
     def from_table_name(
@@ -87,21 +85,25 @@ class DynamoCallStore(CallStore):
         self._db.create_table(**table_definition(self.table))
 
     def _key(self, call_id: str, sk: str) -> dict[str, Any]:
-        return {"pk": _s(f"CALL#{call_id}"), "sk": _s(sk)}
+        return {"pk": s(f"CALL#{call_id}"), "sk": s(sk)}
 
     def _child(self, call_id: str, sk: str, field: str, body: dict[str, Any], expires_at: int) -> dict[str, Any]:
-        return {**self._key(call_id, sk), field: _s(json.dumps(body)), "expires_at": _n(expires_at)}
+        return {**self._key(call_id, sk), field: s(json.dumps(body)), "expires_at": n(expires_at)}
 
-    def create_call(self, record: CallRecord) -> None:
+    def create_call(self, record: CallRecord, *, max_live: int | None = None, live_since: float = 0.0) -> None:
+        # No transaction can count a GSI: concurrent creates at the boundary may each see one slot free. The
+        # window is one round trip; API Gateway throttling bounds how many requests share it.
+        if max_live is not None and self.count_live_calls(live_since, record.created_at) >= max_live:
+            raise NoCapacity(f"{max_live} live calls")
         meta = {
             **self._key(record.call_id, "META"),
-            "head": _s(json.dumps(record_head(record))),
-            "status": _s(record.status.value),
-            "version": _n(0),
-            "created_at": _n(record.created_at),
-            "expires_at": _n(record.expires_at),
-            "gsi1pk": _s(LIST_PARTITION),
-            "gsi1sk": _s(_sort_key(record.created_at, record.call_id)),
+            "head": s(json.dumps(record_head(record))),
+            "status": s(record.status.value),
+            "version": n(0),
+            "created_at": n(record.created_at),
+            "expires_at": n(record.expires_at),
+            "gsi1pk": s(LIST_PARTITION),
+            "gsi1sk": s(_sort_key(record.created_at, record.call_id)),
         }
         items: list[dict[str, Any]] = [
             {"Put": {"TableName": self.table, "Item": meta, "ConditionExpression": "attribute_not_exists(pk)"}}
@@ -114,7 +116,7 @@ class DynamoCallStore(CallStore):
         try:
             self._db.transact_write_items(TransactItems=items)
         except Exception as exc:
-            if _error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+            if error_code(exc) in (TRANSACTION_CANCELED, CONDITION_FAILED):
                 raise CallExists(record.call_id) from exc
             raise
 
@@ -125,19 +127,13 @@ class DynamoCallStore(CallStore):
         return dict(item)
 
     def _items(self, call_id: str, prefix: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-            "ExpressionAttributeValues": {":pk": _s(f"CALL#{call_id}"), ":p": _s(prefix)},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._db.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return page_through(
+            self._db.query,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": s(f"CALL#{call_id}"), ":p": s(prefix)},
+            ConsistentRead=True,
+        )
 
     def _history(self, call_id: str) -> tuple[StatusEvent, ...]:
         events = [StatusEvent.from_dict(json.loads(i["event"]["S"])) for i in self._items(call_id, "STATUS#")]
@@ -166,7 +162,7 @@ class DynamoCallStore(CallStore):
             "IndexName": GSI_NAME,
             "KeyConditionExpression": "gsi1pk = :p",
             "FilterExpression": "expires_at > :now",
-            "ExpressionAttributeValues": {":p": _s(LIST_PARTITION), ":now": _n(now)},
+            "ExpressionAttributeValues": {":p": s(LIST_PARTITION), ":now": n(now)},
             "ScanIndexForward": False,
             "Limit": limit + 1,
         }
@@ -174,8 +170,8 @@ class DynamoCallStore(CallStore):
             created_at, call_id = decode_cursor(cursor)
             kwargs["ExclusiveStartKey"] = {
                 **self._key(call_id, "META"),
-                "gsi1pk": _s(LIST_PARTITION),
-                "gsi1sk": _s(_sort_key(created_at, call_id)),
+                "gsi1pk": s(LIST_PARTITION),
+                "gsi1sk": s(_sort_key(created_at, call_id)),
             }
         found: list[dict[str, Any]] = []
         while len(found) <= limit:  # the filter runs after Limit, so a page can come back short
@@ -187,6 +183,32 @@ class DynamoCallStore(CallStore):
         calls = [record_from_parts(self._head_of(i), [], [], []) for i in found[:limit]]
         more = len(found) > limit
         return CallPage(calls, encode_cursor(calls[-1].created_at, calls[-1].call_id) if more and calls else None)
+
+    def count_live_calls(self, since: float, now: float) -> int:
+        """A COUNT query on `by_created` over calls created after `since` (the read cost grows with the calls
+        created in that window, not with the table)."""
+        terminal = {f":t{i}": s(st.value) for i, st in enumerate(sorted(TERMINAL_STATUSES))}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": GSI_NAME,
+            "KeyConditionExpression": "gsi1pk = :p AND gsi1sk > :since",
+            "FilterExpression": f"NOT (#s IN ({', '.join(terminal)})) AND expires_at > :now",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {
+                ":p": s(LIST_PARTITION),
+                ":since": s(_sort_key(since, "")),
+                ":now": n(now),
+                **terminal,
+            },
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            page = self._db.query(**kwargs)
+            count += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return count
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def apply_status(self, call_id: str, event: StatusEvent, now: float) -> StatusUpdate:
         for _ in range(MAX_RETRIES):
@@ -216,9 +238,9 @@ class DynamoCallStore(CallStore):
                                 "ConditionExpression": "#v = :v",
                                 "ExpressionAttributeNames": {"#s": "status", "#v": "version"},
                                 "ExpressionAttributeValues": {
-                                    ":s": _s(update.status.value),
+                                    ":s": s(update.status.value),
                                     ":v": meta["version"],
-                                    ":one": _n(1),
+                                    ":one": n(1),
                                 },
                             }
                         },
@@ -226,7 +248,7 @@ class DynamoCallStore(CallStore):
                 )
                 return update
             except Exception as exc:
-                if _error_code(exc) != "TransactionCanceledException":
+                if error_code(exc) != TRANSACTION_CANCELED:
                     raise
         raise RuntimeError(f"status update for {call_id} kept conflicting")
 
@@ -252,11 +274,11 @@ class DynamoCallStore(CallStore):
                     UpdateExpression="SET #h = :h, #v = #v + :one",
                     ConditionExpression="#v = :v",
                     ExpressionAttributeNames={"#h": "head", "#v": "version"},
-                    ExpressionAttributeValues={":h": _s(json.dumps(head)), ":v": meta["version"], ":one": _n(1)},
+                    ExpressionAttributeValues={":h": s(json.dumps(head)), ":v": meta["version"], ":one": n(1)},
                 )
                 return
             except Exception as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != CONDITION_FAILED:
                     raise
         raise RuntimeError(f"update of {call_id} kept conflicting")
 
@@ -267,10 +289,10 @@ class DynamoCallStore(CallStore):
                 Key=self._key(call_id, "META"),
                 UpdateExpression="SET stream_sid = :s, media_node = :n",
                 ConditionExpression="attribute_exists(pk) AND expires_at > :now AND attribute_not_exists(stream_sid)",
-                ExpressionAttributeValues={":s": _s(stream_sid), ":n": _s(media_node), ":now": _n(now)},
+                ExpressionAttributeValues={":s": s(stream_sid), ":n": s(media_node), ":now": n(now)},
             )
         except Exception as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != CONDITION_FAILED:
                 raise
             if self._meta(call_id, now) is None:
                 raise CallNotFound(call_id) from None
@@ -293,46 +315,6 @@ class DynamoCallStore(CallStore):
         item = self._child(call_id, sk, "event", event.to_dict(), self._expiry(call_id))
         self._db.put_item(TableName=self.table, Item=item)
 
-    def _idem_key(self, key: str) -> dict[str, Any]:
-        return {"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")}
-
-    def claim_idempotency_key(
-        self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
-    ) -> IdempotencyClaim:
-        item = {
-            **self._idem_key(key),
-            "body_hash": _s(body_hash),
-            "call_id": _s(call_id),
-            "expires_at": _n(int(now) + ttl_seconds),
-        }
-        try:
-            self._db.put_item(
-                TableName=self.table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
-                ExpressionAttributeValues={":now": _n(now)},
-            )
-            return IdempotencyClaim(True, body_hash, call_id, None)
-        except Exception as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise
-        held = self._db.get_item(TableName=self.table, Key=self._idem_key(key), ConsistentRead=True).get("Item", {})
-        response = held.get("response", {}).get("S")
-        return IdempotencyClaim(
-            False,
-            held.get("body_hash", {}).get("S", ""),
-            held.get("call_id", {}).get("S", ""),
-            None if response is None else json.loads(response),
-        )
-
-    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
-        self._db.update_item(
-            TableName=self.table,
-            Key=self._idem_key(key),
-            UpdateExpression="SET #r = :r",
-            ExpressionAttributeNames={"#r": "response"},
-            ExpressionAttributeValues={":r": _s(json.dumps(response))},
-        )
-
-    def release_idempotency_key(self, key: str) -> None:
-        self._db.delete_item(TableName=self.table, Key=self._idem_key(key))
+    def sweep_expired(self, now: float) -> int:
+        """DynamoDB's TTL deletes expired items (within days); reads already skip them."""
+        return 0

@@ -3,14 +3,16 @@
 `Settings.from_env(environ)` collects every problem and raises one `ConfigError` whose message names each
 variable ("PORT must be an integer 1-65535; PUBLIC_URL must start with https:// or http://127.0.0.1").
 Credentials may be missing (a laptop without a Twilio account still starts): `missing_credentials()` lists
-them so /healthz can say what is missing and /make-call can answer 503. Code receives a `Settings`; only the
-entry points read `os.environ`, through `load_environment()` which adds `.env` without overriding.
+them for the start-up log and the authenticated /make-call 503 (never for the public /healthz). Code receives a
+`Settings`; only the entry points read `os.environ`, through `load_environment()` which adds `.env` without
+overriding.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,11 @@ CREDENTIALS = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER",
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PREFIX = re.compile(r"^\+[0-9]{1,15}$")
 _LOCAL = re.compile(r"^(http|ws)://(127\.0\.0\.1|localhost)(:[0-9]+)?(/.*)?$")
+_NODE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The media node keeps up to this many sockets waiting for their `start` (beyond its live calls); the server's
+# connection cap must sit above it plus MAX_CONCURRENT_CALLS so a WebSocket flood meets the node's own rules first.
+MEDIA_PENDING_SOCKETS = 2000
+CONNECTION_HEADROOM = 500  # webhooks, /healthz, /metrics and the control API beside the media streams
 
 
 class ConfigError(ValueError):
@@ -63,11 +70,16 @@ class Settings:
     agent_language: str = DEFAULT_LANGUAGE
     max_call_seconds: int = 1800
     idle_timeout_seconds: int = 30
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 8080
     call_ttl_days: int = 30
     max_concurrent_calls: int = 100
     drain_grace_seconds: int = 600
+    make_call_rate_per_min: int = 0  # 0: no per-key pacing (Twilio queues calls above the account's CPS)
+    http_header_timeout_seconds: int = 10
+    http_keepalive_timeout_seconds: int = 5
+    max_connections: int = 100 + MEDIA_PENDING_SOCKETS + CONNECTION_HEADROOM
+    node_id: str = "local"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def missing_credentials(self) -> list[str]:
@@ -116,8 +128,29 @@ class _Parser:
         self.errors.append(f"{name} must start with {allowed}, got {value!r}")
         return default
 
+    def max_connections(self, max_calls: int) -> int:
+        floor = max_calls + MEDIA_PENDING_SOCKETS
+        default = floor + CONNECTION_HEADROOM
+        value = self.integer("MAX_CONNECTIONS", default, 1, 1_000_000)
+        if value <= floor:
+            self.errors.append(
+                f"MAX_CONNECTIONS must be above MAX_CONCURRENT_CALLS + {MEDIA_PENDING_SOCKETS} pending media "
+                f"sockets = {floor}, got {value}"
+            )
+            return default
+        return value
+
+    def node_id(self, port: int) -> str:
+        value = self.text("NODE_ID") or f"{socket.gethostname()}:{port}"
+        if not _NODE_ID.match(value):
+            if self.text("NODE_ID"):
+                self.errors.append(f"NODE_ID must be 1-128 of A-Z a-z 0-9 . _ : -, got {value[:40]!r}")
+            return f"node:{port}"  # a host name we cannot use as an id
+        return value
+
     def parse(self) -> Settings:
         port = self.integer("PORT", 8080, 1, 65535)
+        max_calls = self.integer("MAX_CONCURRENT_CALLS", 100, 1, 10000)
         public_url = self.url("PUBLIC_URL", f"http://127.0.0.1:{port}", ("https://",), allow_local=True)
         default_stream = re.sub(r"^http", "ws", public_url) + "/stream"
         media_stream_url = self.url("MEDIA_STREAM_URL", default_stream, ("wss://",), allow_local=True)
@@ -167,11 +200,16 @@ class _Parser:
             agent_language=self.text("AGENT_LANGUAGE", DEFAULT_LANGUAGE),
             max_call_seconds=self.integer("MAX_CALL_SECONDS", 1800, 10, 14400),
             idle_timeout_seconds=self.integer("IDLE_TIMEOUT_SECONDS", 30, 5, 3600),
-            host=self.text("HOST", "0.0.0.0"),
+            host=self.text("HOST", "127.0.0.1"),
             port=port,
             call_ttl_days=self.integer("CALL_TTL_DAYS", 30, 1, 3650),
-            max_concurrent_calls=self.integer("MAX_CONCURRENT_CALLS", 100, 1, 10000),
+            max_concurrent_calls=max_calls,
             drain_grace_seconds=self.integer("DRAIN_GRACE_SECONDS", 600, 0, 14400),
+            make_call_rate_per_min=self.integer("MAKE_CALL_RATE_PER_MIN", 0, 0, 100_000),
+            http_header_timeout_seconds=self.integer("HTTP_HEADER_TIMEOUT_SECONDS", 10, 1, 10),
+            http_keepalive_timeout_seconds=self.integer("HTTP_KEEPALIVE_TIMEOUT_SECONDS", 5, 1, 300),
+            max_connections=self.max_connections(max_calls),
+            node_id=self.node_id(port),
         )
         if self.errors:
             raise ConfigError("; ".join(self.errors))

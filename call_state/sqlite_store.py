@@ -1,19 +1,27 @@
-"""The embedded call store: one SQLite file in WAL mode, for a laptop or a single VPS.
+"""The embedded call store: one SQLite file in WAL mode, for a laptop or a VPS (two processes during an upgrade).
 
-One connection guarded by a lock (sqlite3 objects must not be used by two threads at once); asyncio code reaches
-it through AsyncCallStore, whose single worker thread keeps writes ordered. Status updates read and write inside
-one IMMEDIATE transaction, so concurrent callbacks cannot lose an event.
+The connection, its lock and the one transaction helper live in `SqliteDb` (call_state/sqlite_db.py); keys,
+pacing windows and node heartbeats in `SqliteCoordination`. Status updates read and write inside one IMMEDIATE
+transaction, so concurrent callbacks (from threads or from another process) cannot lose an event.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from pathlib import Path
 from typing import Any
 
-from call_state.record import CallFigures, CallRecord, CallStatus, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.record import (
+    TERMINAL_STATUSES,
+    CallFigures,
+    CallRecord,
+    CallStatus,
+    StatusEvent,
+    StreamEvent,
+    TranscriptTurn,
+)
+from call_state.sqlite_coordination import COORDINATION_SCHEMA, SqliteCoordination
+from call_state.sqlite_db import Connect, SqliteDb
 from call_state.status_rules import StatusUpdate, apply_status, history_order
 from call_state.store import (
     MAX_PAGE_SIZE,
@@ -21,16 +29,24 @@ from call_state.store import (
     CallNotFound,
     CallPage,
     CallStore,
-    IdempotencyClaim,
+    NoCapacity,
     StreamAlreadyClaimed,
 )
 from call_state.store_codec import decode_cursor, encode_cursor, head_changes, record_from_parts, record_head
 
-_SCHEMA = """
+# The same literal in the partial index and in the query, so SQLite uses the index to count live calls.
+_NOT_TERMINAL = "status NOT IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)))
+_LIVE = f"SELECT count(*) FROM calls WHERE {_NOT_TERMINAL} AND created_at > ? AND expires_at > ?"  # noqa: S608 - constants
+SWEEP_BATCH = 500  # calls deleted per transaction: the write lock is held for milliseconds, not for the sweep
+SWEEP_BATCHES = 4  # per sweep_expired() call, so one call never holds the store's worker thread for long
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, created_at REAL NOT NULL, expires_at INTEGER NOT NULL,
     status TEXT NOT NULL, head TEXT NOT NULL, stream_sid TEXT, media_node TEXT);
 CREATE INDEX IF NOT EXISTS calls_by_created ON calls (created_at DESC, call_id DESC);
+CREATE INDEX IF NOT EXISTS calls_live ON calls (created_at) WHERE {_NOT_TERMINAL};
+CREATE INDEX IF NOT EXISTS calls_by_expiry ON calls (expires_at);
 CREATE TABLE IF NOT EXISTS status_events (
     call_id TEXT NOT NULL, status TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (call_id, status));
 CREATE TABLE IF NOT EXISTS turns (
@@ -38,52 +54,40 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE TABLE IF NOT EXISTS stream_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, event TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_events_by_call ON stream_events (call_id);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, call_id TEXT NOT NULL, response TEXT,
-    expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_CHILDREN = ("status_events", "turns", "stream_events")
 
 
 class SqliteCallStore(CallStore):
-    def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+    def __init__(self, path: str, *, connect: Connect = sqlite3.connect) -> None:
+        self._db = SqliteDb(path, _SCHEMA + COORDINATION_SCHEMA, connect=connect)
+        columns = self._db.columns("calls")
         for column in ("stream_sid", "media_node"):  # files written by 0.1 lack them
             if column not in columns:
                 self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
+        self.coordination: SqliteCoordination = SqliteCoordination(self._db)
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    # --- call records
 
-    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, args).rowcount
-
-    def create_call(self, record: CallRecord) -> None:
+    def create_call(self, record: CallRecord, *, max_live: int | None = None, live_since: float = 0.0) -> None:
         head = json.dumps(record_head(record))
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
+        events = [(record.call_id, e.status.value, json.dumps(e.to_dict())) for e in record.status_history]
+        try:
+            with self._db.write() as db:
+                live = db.execute(_LIVE, (live_since, record.created_at)).fetchone()[0] if max_live else 0
+                if max_live is not None and live >= max_live:
+                    raise NoCapacity(f"{max_live} live calls")
+                db.execute(
                     "INSERT INTO calls (call_id, created_at, expires_at, status, head) VALUES (?, ?, ?, ?, ?)",
                     (record.call_id, record.created_at, record.expires_at, record.status.value, head),
                 )
-                for event in record.status_history:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO status_events VALUES (?, ?, ?)",
-                        (record.call_id, event.status.value, json.dumps(event.to_dict())),
-                    )
-                self._db.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                self._db.execute("ROLLBACK")
-                raise CallExists(record.call_id) from exc
+                db.executemany("INSERT OR IGNORE INTO status_events VALUES (?, ?, ?)", events)
+        except sqlite3.IntegrityError as exc:
+            raise CallExists(record.call_id) from exc
+
+    def count_live_calls(self, since: float, now: float) -> int:
+        return int(self._db.read(_LIVE, (since, now))[0][0])
 
     @staticmethod
     def _head_of(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -92,7 +96,7 @@ class SqliteCallStore(CallStore):
         return head
 
     def _head(self, call_id: str, now: float) -> dict[str, Any] | None:
-        rows = self._query(
+        rows = self._db.read(
             "SELECT head, status, coalesce(stream_sid, ''), coalesce(media_node, '') FROM calls "
             "WHERE call_id = ? AND expires_at > ?",
             (call_id, now),
@@ -105,16 +109,16 @@ class SqliteCallStore(CallStore):
             return None
         history = [
             StatusEvent.from_dict(json.loads(r[0]))
-            for r in self._query("SELECT event FROM status_events WHERE call_id = ?", (call_id,))
+            for r in self._db.read("SELECT event FROM status_events WHERE call_id = ?", (call_id,))
         ]
         history.sort(key=history_order)
         turns = [
             TranscriptTurn.from_dict(json.loads(r[0]))
-            for r in self._query("SELECT turn FROM turns WHERE call_id = ? ORDER BY idx", (call_id,))
+            for r in self._db.read("SELECT turn FROM turns WHERE call_id = ? ORDER BY idx", (call_id,))
         ]
         streams = [
             StreamEvent.from_dict(json.loads(r[0]))
-            for r in self._query("SELECT event FROM stream_events WHERE call_id = ? ORDER BY id", (call_id,))
+            for r in self._db.read("SELECT event FROM stream_events WHERE call_id = ? ORDER BY id", (call_id,))
         ]
         return record_from_parts(head, history, turns, streams)
 
@@ -129,36 +133,28 @@ class SqliteCallStore(CallStore):
             created_at, call_id = decode_cursor(cursor)
             sql += " AND (created_at, call_id) < (?, ?)"
             args += (created_at, call_id)
-        rows = self._query(sql + " ORDER BY created_at DESC, call_id DESC LIMIT ?", (*args, limit + 1))
+        rows = self._db.read(sql + " ORDER BY created_at DESC, call_id DESC LIMIT ?", (*args, limit + 1))
         calls = [record_from_parts(self._head_of(r), [], [], []) for r in rows[:limit]]
         more = len(rows) > limit
         return CallPage(calls, encode_cursor(calls[-1].created_at, calls[-1].call_id) if more and calls else None)
 
     def apply_status(self, call_id: str, event: StatusEvent, now: float) -> StatusUpdate:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT status FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now)
-                ).fetchone()
-                if row is None:
-                    raise CallNotFound(call_id)
-                history = tuple(
-                    StatusEvent.from_dict(json.loads(r[0]))
-                    for r in self._db.execute("SELECT event FROM status_events WHERE call_id = ?", (call_id,))
+        with self._db.write() as db:
+            row = db.execute("SELECT status FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now)).fetchone()
+            if row is None:
+                raise CallNotFound(call_id)
+            history = tuple(
+                StatusEvent.from_dict(json.loads(r[0]))
+                for r in db.execute("SELECT event FROM status_events WHERE call_id = ?", (call_id,))
+            )
+            update = apply_status(CallStatus(row[0]), history, event)
+            if update.history_changed:
+                db.execute(
+                    "INSERT OR IGNORE INTO status_events VALUES (?, ?, ?)",
+                    (call_id, event.status.value, json.dumps(event.to_dict())),
                 )
-                update = apply_status(CallStatus(row[0]), history, event)
-                if update.history_changed:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO status_events VALUES (?, ?, ?)",
-                        (call_id, event.status.value, json.dumps(event.to_dict())),
-                    )
-                if update.status_changed:
-                    self._db.execute("UPDATE calls SET status = ? WHERE call_id = ?", (update.status.value, call_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            if update.status_changed:
+                db.execute("UPDATE calls SET status = ? WHERE call_id = ?", (update.status.value, call_id))
         return update
 
     def update_call(
@@ -171,20 +167,15 @@ class SqliteCallStore(CallStore):
         figures: CallFigures | None = None,
     ) -> None:
         changes = head_changes(call_sid, error, figures)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute(
-                "SELECT head FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now)
-            ).fetchone()
+        with self._db.write() as db:
+            row = db.execute("SELECT head FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now)).fetchone()
             if row is None:
-                self._db.execute("ROLLBACK")
                 raise CallNotFound(call_id)
             head = {**json.loads(row[0]), **changes}
-            self._db.execute("UPDATE calls SET head = ? WHERE call_id = ?", (json.dumps(head), call_id))
-            self._db.execute("COMMIT")
+            db.execute("UPDATE calls SET head = ? WHERE call_id = ?", (json.dumps(head), call_id))
 
     def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
-        claimed = self._execute(
+        claimed = self._db.execute(
             "UPDATE calls SET stream_sid = ?, media_node = ? "
             "WHERE call_id = ? AND expires_at > ? AND stream_sid IS NULL",
             (stream_sid, media_node, call_id, now),
@@ -195,41 +186,49 @@ class SqliteCallStore(CallStore):
             raise CallNotFound(call_id)
         raise StreamAlreadyClaimed(call_id)
 
+    def _add_child(self, call_id: str, sql: str, args: tuple[Any, ...]) -> None:
+        # Written only while the call exists: a callback or turn for an unknown call leaves no orphan row.
+        with self._db.write() as db:
+            if db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone() is None:
+                raise CallNotFound(call_id)
+            db.execute(sql, args)
+
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
-        self._execute(
-            "INSERT OR REPLACE INTO turns VALUES (?, ?, ?)", (call_id, turn.index, json.dumps(turn.to_dict()))
+        self._add_child(
+            call_id, "INSERT OR REPLACE INTO turns VALUES (?, ?, ?)", (call_id, turn.index, json.dumps(turn.to_dict()))
         )
 
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:
-        self._execute(
-            "INSERT INTO stream_events (call_id, event) VALUES (?, ?)", (call_id, json.dumps(event.to_dict()))
+        self._add_child(
+            call_id,
+            "INSERT INTO stream_events (call_id, event) VALUES (?, ?)",
+            (call_id, json.dumps(event.to_dict())),
         )
 
-    def claim_idempotency_key(
-        self, key: str, body_hash: str, call_id: str, now: float, ttl_seconds: int
-    ) -> IdempotencyClaim:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM idempotency WHERE key = ? AND expires_at <= ?", (key, now))
-            row = self._db.execute(
-                "SELECT body_hash, call_id, response FROM idempotency WHERE key = ?", (key,)
-            ).fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?, NULL, ?)",
-                    (key, body_hash, call_id, int(now) + ttl_seconds),
-                )
-            self._db.execute("COMMIT")
-        if row is None:
-            return IdempotencyClaim(True, body_hash, call_id, None)
-        return IdempotencyClaim(False, row[0], row[1], None if row[2] is None else json.loads(row[2]))
+    # --- housekeeping
 
-    def complete_idempotency_key(self, key: str, response: dict[str, Any]) -> None:
-        self._execute("UPDATE idempotency SET response = ? WHERE key = ?", (json.dumps(response), key))
+    def sweep_expired(self, now: float) -> int:
+        """One bounded pass: up to SWEEP_BATCHES short transactions of SWEEP_BATCH expired calls (with their rows),
+        then expired keys, windows and heartbeats. A caller with a backlog calls again while it returns > 0."""
+        deleted = 0
+        for _ in range(SWEEP_BATCHES):
+            with self._db.write() as db:
+                ids = [r[0] for r in db.execute(
+                    "SELECT call_id FROM calls WHERE expires_at <= ? LIMIT ?", (now, SWEEP_BATCH))]  # fmt: skip
+                marks = ",".join("?" * len(ids))
+                for table in (*_CHILDREN, "calls") if ids else ():
+                    deleted += db.execute(f"DELETE FROM {table} WHERE call_id IN ({marks})", ids).rowcount  # noqa: S608
+            if len(ids) < SWEEP_BATCH:
+                break
+        for table in _CHILDREN:  # rows left by versions that stored callbacks for unknown calls
+            deleted += self._db.execute(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # noqa: S608
+                f"WHERE call_id NOT IN (SELECT call_id FROM calls) LIMIT {SWEEP_BATCH})"
+            )
+        return deleted + self.coordination.sweep(now)
 
-    def release_idempotency_key(self, key: str) -> None:
-        self._execute("DELETE FROM idempotency WHERE key = ?", (key,))
+    def check_writable(self, now: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO store_meta VALUES ('last_start', ?)", (repr(now),))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()

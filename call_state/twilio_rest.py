@@ -24,11 +24,22 @@ CALL_ALREADY_ENDED = 20404
 
 
 class TwilioError(Exception):
-    def __init__(self, status: int, code: int | None, message: str) -> None:
+    """Twilio refused (its status, code and message), or could not be reached (status 0).
+
+    `maybe_done` is True when the request may have reached Twilio and been acted on although no answer came back
+    (a read timeout, a connection dropped mid-answer): a dial must then be treated as possibly placed.
+    """
+
+    def __init__(self, status: int, code: int | None, message: str, *, maybe_done: bool = False) -> None:
         super().__init__(f"Twilio answered {status} (code {code}): {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.maybe_done = maybe_done
+
+
+# Failures that happen before the request is written: Twilio cannot have seen it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 class TwilioRestClient:
@@ -70,7 +81,8 @@ class TwilioRestClient:
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
         except httpx.HTTPError as exc:
-            raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}") from exc
+            maybe_done = not isinstance(exc, _NOT_SENT)
+            raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}", maybe_done=maybe_done) from exc
         try:
             body = response.json()
         except ValueError:

@@ -15,12 +15,11 @@ from twilio.request_validator import RequestValidator
 
 from lambda_api.context import ControlContext
 from lambda_api.errors import ApiError
-
-MAX_FORM_BYTES = 64 * 1024
+from lambda_api.limits import FORM_TYPE, content_type, parse_form
 
 
 def require_api_key(request: Request, ctx: ControlContext) -> str:
-    """Return the caller's key (for rate limiting), or raise 401/503."""
+    """Return the caller's key (it scopes idempotency and pacing), or raise 401/503."""
     expected = ctx.settings.api_key
     if not expected:
         raise ApiError(503, "not_configured", "API_KEY is not set: the call API is disabled")
@@ -67,13 +66,17 @@ def public_url(request: Request, ctx: ControlContext) -> str:
 
 
 async def twilio_form(request: Request, ctx: ControlContext) -> FormData:
-    """The webhook's form, after checking X-Twilio-Signature (403 when missing or wrong)."""
+    """The webhook's form, after checking X-Twilio-Signature (403 when missing or wrong).
+
+    Only `application/x-www-form-urlencoded` is read (415 otherwise: no multipart parser, no temp file), and only
+    as far as BodyLimits allows (413); the form is parsed from those bytes here, never by Starlette.
+    """
     token = ctx.settings.twilio_auth_token
     if not token:
         raise ApiError(503, "not_configured", "TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise ApiError(413, "too_large", f"form bodies are limited to {MAX_FORM_BYTES} bytes")
-    form = await request.form()
+    if content_type(request.headers) != FORM_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"webhooks must be {FORM_TYPE}")
+    form = parse_form(await request.body())
     signature = request.headers.get("x-twilio-signature", "")
     if not signature or not RequestValidator(token).validate(public_url(request, ctx), form, signature):
         raise ApiError(403, "bad_signature", "missing or invalid X-Twilio-Signature")

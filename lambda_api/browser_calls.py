@@ -15,10 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from call_state.nodes import live_window_seconds
 from call_state.record import CallRecord, CallStatus, Direction, StatusEvent
+from call_state.store import NoCapacity
 from lambda_api.auth import require_api_key
-from lambda_api.calls import agent_settings, ctx_of, parse_body
+from lambda_api.context import ctx_of
+from lambda_api.dialer import agent_settings
 from lambda_api.errors import ApiError
+from lambda_api.make_call import media_plane_admission, parse_body
 from lambda_api.schemas import AgentRequest
 
 log = logging.getLogger(__name__)
@@ -42,11 +46,10 @@ async def create_browser_call(request: Request) -> JSONResponse:
     missing += [] if tokens else ["STREAM_TOKEN_SECRET"]
     if missing or tokens is None:  # say what is missing rather than open a stream that cannot work
         raise ApiError(503, "not_configured", f"not configured, missing: {', '.join(missing)}")
-    body = await parse_body(request, AgentRequest)
-    # Its own bucket per key (a Talk press is not a dial), still bounded: each call opens a paid Gemini session.
-    wait = ctx.rate_limit.take(f"browser\x00{key}", ctx.clock())
-    if wait:
-        raise ApiError(429, "rate_limited", "one browser call per second per API key", retry_after=max(1, round(wait)))
+    body = parse_body(await request.body(), AgentRequest)
+    # The same gate as a dial: a draining or full media plane gets no new call, and MAKE_CALL_RATE_PER_MIN (when
+    # set) paces browser calls too (each opens a paid Gemini session).
+    capacity = await media_plane_admission(ctx, key)
     now, s = ctx.clock(), ctx.settings
     call_id = "c_" + secrets.token_hex(12)
     record = CallRecord(
@@ -60,7 +63,11 @@ async def create_browser_call(request: Request) -> JSONResponse:
         metadata=body.metadata or {},
         status_history=(StatusEvent(CallStatus.CREATED, now, None, "api"),),
     )
-    await ctx.store.create_call(record)
+    try:
+        await ctx.store.create_call(record, max_live=capacity, live_since=now - live_window_seconds(s.max_call_seconds))
+    except NoCapacity:
+        raise ApiError(503, "at_capacity", f"the media plane holds its {capacity} live calls", retry_after=10,
+                       media_plane="full") from None  # fmt: skip
     log.info("call %s (-): browser call created", call_id)
     stream_url = browser_stream_url(s.media_stream_url)
     answer = {"call_id": call_id, "stream_url": stream_url, "token": tokens.mint(call_id, now)}

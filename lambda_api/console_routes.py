@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from lambda_api.browser_calls import browser_stream_url
-from lambda_api.calls import ctx_of
+from lambda_api.context import ctx_of
 from lambda_api.errors import ApiError
 
 router = APIRouter()

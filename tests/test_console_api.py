@@ -18,6 +18,7 @@ from call_state.tokens import StreamTokens, TokenError
 from lambda_api.app import create_app
 from lambda_api.browser_calls import browser_stream_url
 from lambda_api.console_routes import ASSETS, CONSOLE_DIR
+from tests.control_helpers import beat
 
 API_KEY = "test-api-key-not-real-0123456789"
 SECRET = "test-stream-secret-not-real-0123456789"
@@ -40,7 +41,9 @@ def console_settings(**overrides: Any) -> Settings:
 
 @pytest.fixture
 async def api(any_store: CallStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(console_settings(), any_store, clock=Clock())
+    clock = Clock()
+    beat(any_store, clock)  # a media node has reported in
+    app = create_app(console_settings(), any_store, clock=clock)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         client.store = any_store  # type: ignore[attr-defined]
         client.clock = app.state.ctx.clock  # type: ignore[attr-defined]
@@ -97,24 +100,35 @@ async def test_browser_call_defaults_to_the_server_agent(api: httpx.AsyncClient)
 async def test_hostile_bodies_get_a_precise_error(
     api: httpx.AsyncClient, body: bytes, status: int, code: str | None
 ) -> None:
-    clock: Clock = api.clock  # type: ignore[attr-defined]
-    clock.now += 5  # past the rate limit of an earlier case
     response = await api.post("/browser-calls", content=body, headers=AUTH)
     assert response.status_code == status, response.text
     if code:
         assert response.json()["error"]["code"] == code
 
 
-async def test_browser_calls_need_the_key_and_are_rate_limited(api: httpx.AsyncClient) -> None:
+async def test_browser_calls_need_the_key_and_the_media_planes_room(api: httpx.AsyncClient) -> None:
     assert (await api.post("/browser-calls", json={})).status_code == 401
     wrong = {"Authorization": "Bearer test-wrong-key-not-real-000000"}
     assert (await api.post("/browser-calls", json={}, headers=wrong)).status_code == 401
     assert (await api.post("/browser-calls", json={}, headers=AUTH)).status_code == 201
-    limited = await api.post("/browser-calls", json={}, headers=AUTH)
-    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     clock: Clock = api.clock  # type: ignore[attr-defined]
-    clock.now += 1.1
-    assert (await api.post("/browser-calls", json={}, headers=AUTH)).status_code == 201
+    beat(api.store, clock, draining=True)  # type: ignore[attr-defined]
+    draining = await api.post("/browser-calls", json={}, headers=AUTH)
+    assert draining.status_code == 503 and draining.json()["error"]["code"] == "draining"
+    assert int(draining.headers["retry-after"]) >= 1
+    beat(api.store, clock, capacity=1, active_calls=1)  # type: ignore[attr-defined]
+    full = await api.post("/browser-calls", json={}, headers=AUTH)
+    assert full.status_code == 503 and full.json()["error"]["code"] == "at_capacity"
+
+
+async def test_browser_calls_are_paced_with_make_call_rate_per_min(sqlite_store: CallStore) -> None:
+    clock = Clock()
+    beat(sqlite_store, clock)
+    app = create_app(console_settings(make_call_rate_per_min=1), sqlite_store, clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        assert (await client.post("/browser-calls", json={}, headers=AUTH)).status_code == 201
+        paced = await client.post("/browser-calls", json={}, headers=AUTH)
+    assert paced.status_code == 429 and int(paced.headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize(
@@ -195,6 +209,7 @@ def test_console_and_browser_calls_through_the_lambda_handler(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     handler.reset()
+    beat(moto_store, Clock())  # the media node has reported in
     event = load("healthz_default_stage.json")
     event.update(rawPath="/console", requestContext={**event["requestContext"],
                  "http": {**event["requestContext"]["http"], "method": "GET", "path": "/console"}})  # fmt: skip

@@ -5,88 +5,36 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-from twilio.request_validator import RequestValidator
 
 from call_state.record import CallStatus, Direction
-from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from lambda_api.app import create_app
+from tests.control_helpers import (
+    API_KEY,
+    AUTH,
+    PUBLIC,
+    SECRET,
+    Clock,
+    advance,
+    beat,
+    control_api,
+    make_call,
+    settings_for,
+    signed,
+)
 from tests.standins.twilio_rest import TwilioRestStandIn
-
-ACCOUNT_SID = "AC" + "1" * 32
-AUTH_TOKEN = "test-auth-token-not-real"
-API_KEY = "test-api-key-not-real-0123456789"
-SECRET = "test-stream-secret-not-real-0123456789"
-PUBLIC = "https://voice.example.com"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def settings_for(twilio: TwilioRestStandIn, **overrides: Any) -> Settings:
-    return replace(
-        Settings.from_env(
-            {
-                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                "TWILIO_PHONE_NUMBER": "+15550001111",
-                "TWILIO_API_BASE_URL": twilio.base_url,
-                "GEMINI_API_KEY": "test-gemini-key-not-real",
-                "API_KEY": API_KEY,
-                "PUBLIC_URL": PUBLIC,
-                "MEDIA_STREAM_URL": "wss://media.example.com/stream",
-                "ALLOWED_DESTINATIONS": "+1,+58",
-                "STREAM_TOKEN_SECRET": SECRET,
-            }
-        ),
-        **overrides,
-    )
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioRestStandIn]:
-    with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as standin:
-        yield standin
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 async def api(twilio: TwilioRestStandIn, sqlite_store: CallStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(twilio), sqlite_store, clock=Clock())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        client.app = app  # type: ignore[attr-defined]
+    async with control_api(twilio, sqlite_store) as client:
         yield client
-
-
-def signed(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> dict[str, Any]:
-    signature = RequestValidator(token).compute_signature(PUBLIC + path, form)
-    return {
-        "content": urlencode(form),
-        "headers": {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
-    }
-
-
-async def make_call(api: httpx.AsyncClient, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
-    return await api.post(
-        "/make-call", json=body or {"destination_number": "+15551230000"}, headers={**AUTH, **headers}
-    )
-
-
-def advance(api: httpx.AsyncClient, seconds: float = 2.0) -> None:
-    api.app.state.ctx.clock.now += seconds  # type: ignore[attr-defined]
 
 
 async def test_make_call_dials_with_the_right_form(api: httpx.AsyncClient, twilio: TwilioRestStandIn) -> None:
@@ -191,6 +139,8 @@ async def test_retry_after_twilio_refusal_may_dial_again(api: httpx.AsyncClient,
 
 async def test_fifty_concurrent_retries_dial_once(twilio: TwilioRestStandIn, any_store: CallStore) -> None:
     twilio.delay_s = 0.2  # the first dial is still in flight while the retries arrive
+    clock = Clock()
+    beat(any_store, clock)
     app = create_app(settings_for(twilio), any_store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
         answers = await asyncio.gather(*[make_call(api, **{"Idempotency-Key": "race"}) for _ in range(50)])
@@ -199,27 +149,20 @@ async def test_fifty_concurrent_retries_dial_once(twilio: TwilioRestStandIn, any
     assert len({r.json()["call_id"] for r in answers}) == 1
 
 
-async def test_rate_limit_keeps_under_one_call_per_second(api: httpx.AsyncClient, twilio: TwilioRestStandIn) -> None:
-    assert (await make_call(api)).status_code == 201
-    limited = await make_call(api)
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-    advance(api, 1.0)
-    assert (await make_call(api)).status_code == 201
-    assert twilio.dials == 2
-
-
 async def test_not_configured_answers_503_naming_what_is_missing(
     twilio: TwilioRestStandIn, sqlite_store: CallStore
 ) -> None:
-    app = create_app(replace(settings_for(twilio), twilio_account_sid="", twilio_auth_token=""), sqlite_store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+    async with control_api(twilio, sqlite_store, twilio_account_sid="", twilio_auth_token="") as api:
         r = await make_call(api)
         assert r.status_code == 503 and "TWILIO_ACCOUNT_SID" in r.json()["error"]["message"]
-        health = (await api.get("/healthz")).json()
-        assert health["status"] == "ok" and "TWILIO_AUTH_TOKEN" in health["missing_credentials"]
-    app = create_app(replace(settings_for(twilio), api_key=""), sqlite_store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+        assert int(r.headers["Retry-After"]) > 0
+        health = await api.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "not_configured"
+        assert "TWILIO" not in health.text and "missing" not in health.text  # public: names no credential
+        assert (await api.post("/make-call", json={"destination_number": "+1555"})).status_code == 401  # key first
+    async with control_api(twilio, sqlite_store, api_key="") as api:
         assert (await make_call(api)).status_code == 503  # never open without a key
+    assert twilio.dials == 0
 
 
 async def test_twiml_connects_the_stream_with_a_token(api: httpx.AsyncClient) -> None:

@@ -19,6 +19,7 @@ from moto import mock_aws
 from twilio.request_validator import RequestValidator
 
 from call_state.dynamo_store import DynamoCallStore
+from call_state.nodes import NodeHeartbeat
 from lambda_api import handler as lambda_handler
 from tests.standins.twilio_rest import TwilioRestStandIn
 
@@ -45,7 +46,9 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[TwilioRestStandIn]:
         )["ARN"]  # fmt: skip
         api_secret = sm.create_secret(Name="voice/api-key", SecretString=API_KEY)["ARN"]
         token_secret = sm.create_secret(Name="voice/stream", SecretString="test-stream-secret-not-real-0123")["ARN"]
-        DynamoCallStore.from_table_name("calls", region="us-east-1").create_table()
+        table = DynamoCallStore.from_table_name("calls", region="us-east-1")
+        table.create_table()
+        table.put_node_heartbeat(NodeHeartbeat("node-a", False, True, 0, 100, time.time()), 3600)  # a live node
         env = {
             "TWILIO_ACCOUNT_SID_SECRET_ARN": app_secret,
             "TWILIO_AUTH_TOKEN_SECRET_ARN": app_secret,
@@ -92,7 +95,19 @@ def status_event(fixture: str, call_id: str, form: dict[str, str], signed_url: s
 def test_healthz_and_secrets_from_secrets_manager(lambda_env: TwilioRestStandIn) -> None:
     r = invoke(load("healthz_default_stage.json"))
     assert r["statusCode"] == 200
-    assert json.loads(r["body"])["missing_credentials"] == []  # every secret came from its ARN
+    body = json.loads(r["body"])
+    assert body["status"] == "ok"  # every secret came from its ARN (else: not_configured)
+    assert (body["media_plane"], body["media_nodes"], body["capacity"]) == ("ok", 1, 100)
+
+
+def test_no_media_node_means_503_and_no_dial(lambda_env: TwilioRestStandIn) -> None:
+    store = DynamoCallStore.from_table_name("calls", region="us-east-1")
+    store.put_node_heartbeat(NodeHeartbeat("node-a", True, True, 0, 100, time.time()), 3600)  # draining
+    r = make_call()
+    assert r["statusCode"] == 503 and json.loads(r["body"])["error"]["code"] == "draining"
+    assert r["headers"]["retry-after"] == "30" and lambda_env.dials == 0
+    health = invoke(load("healthz_default_stage.json"))
+    assert health["statusCode"] == 200 and json.loads(health["body"])["status"] == "draining"  # it can serve
 
 
 def test_make_call_through_mangum_stores_in_dynamodb(lambda_env: TwilioRestStandIn) -> None:

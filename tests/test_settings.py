@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_need_no_configuration() -> None:
     s = Settings.from_env({})
-    assert s.port == 8080 and s.host == "0.0.0.0"
+    assert s.port == 8080 and s.host == "127.0.0.1"  # a laptop does not expose the agent to its network
     assert s.call_store == "sqlite:///./data/calls.db"
     assert s.public_url == "http://127.0.0.1:8080"
     assert s.media_stream_url == "ws://127.0.0.1:8080/stream"
@@ -27,6 +27,9 @@ def test_defaults_need_no_configuration() -> None:
         "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER", "GEMINI_API_KEY", "API_KEY",
     ]  # fmt: skip
     assert not s.is_destination_allowed("+15551234567")  # nothing is dialled unless allowed
+    assert s.make_call_rate_per_min == 0  # no pacing unless asked for
+    assert (s.http_header_timeout_seconds, s.http_keepalive_timeout_seconds, s.max_connections) == (10, 5, 2600)
+    assert s.node_id and ":" in s.node_id  # hostname:port
 
 
 def test_full_configuration() -> None:
@@ -68,6 +71,9 @@ def test_full_configuration() -> None:
         ({"TWILIO_PHONE_NUMBER": "555-1234"}, "TWILIO_PHONE_NUMBER must be E.164"),
         ({"STREAM_TOKEN_SECRET": "short"}, "STREAM_TOKEN_SECRET must be at least 16"),
         ({"API_KEY": "short"}, "API_KEY must be at least 16"),
+        ({"MAKE_CALL_RATE_PER_MIN": "²"}, "MAKE_CALL_RATE_PER_MIN must be an integer 0-100000"),
+        ({"MAX_CONNECTIONS": "100"}, "MAX_CONNECTIONS must be above MAX_CONCURRENT_CALLS"),
+        ({"NODE_ID": "node one\n"}, "NODE_ID must be"),
     ],
 )
 def test_malformed_values_are_named(env: dict[str, str], message: str) -> None:
@@ -153,3 +159,28 @@ def test_bad_config_fails_at_start_with_one_line(module: str, tmp_path: Path) ->
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("config error:") and "PORT must be an integer" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "sqlite:////proc/voice-agent-test/calls.db",  # a read-only file system, even for root
+        "sqlite:///{tmp}/a-file/calls.db",  # its directory would have to be a file
+        "sqlite:///{tmp}/corrupt.db",  # not a database
+    ],
+)
+@pytest.mark.parametrize("module", ["all_in_one"])
+def test_a_store_that_cannot_be_written_fails_start_up_naming_call_store(
+    module: str, store: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "corrupt.db").write_bytes(b"this is not an SQLite file" * 100)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GEMINI_", "PUBLIC_URL", "PORT"))}
+    env.update({"CALL_STORE": store.format(tmp=tmp_path), "PYTHONPATH": str(ROOT), "PORT": "18099"})
+    proc = subprocess.run(
+        [sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error: CALL_STORE"), proc.stderr
+    assert "cannot be opened or written" in lines[0]

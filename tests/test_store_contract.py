@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,7 +17,7 @@ from call_state.record import (
     StreamEvent,
     TranscriptTurn,
 )
-from call_state.store import CallExists, CallNotFound, CallStore, StreamAlreadyClaimed
+from call_state.store import CallExists, CallNotFound, CallStore, NoCapacity, StreamAlreadyClaimed
 
 NOW = 1_800_000_000.0
 AGENT = AgentSettings("Be brief.", "Say hello.", "Puck", "en-US")
@@ -156,36 +155,6 @@ def test_list_newest_first_with_cursor(any_store: CallStore) -> None:
         any_store.list_calls(NOW, cursor="not-a-cursor")
 
 
-def test_idempotency_claims_once(any_store: CallStore) -> None:
-    first = any_store.claim_idempotency_key("key-1", "hash-a", "call-a", NOW, 60)
-    assert first.claimed
-    again = any_store.claim_idempotency_key("key-1", "hash-a", "call-b", NOW, 60)
-    assert not again.claimed and again.call_id == "call-a" and again.response is None
-    any_store.complete_idempotency_key("key-1", {"call_id": "call-a", "status": "queued"})
-    done = any_store.claim_idempotency_key("key-1", "hash-b", "call-c", NOW, 60)
-    assert (done.claimed, done.body_hash, done.response) == (False, "hash-a", {"call_id": "call-a", "status": "queued"})
-    assert any_store.claim_idempotency_key("key-1", "hash-b", "call-d", NOW + 61, 60).claimed  # expired key
-    any_store.release_idempotency_key("key-1")
-    assert any_store.claim_idempotency_key("key-1", "hash-c", "call-e", NOW, 60).claimed
-
-
-def test_concurrent_claims_have_one_winner(any_store: CallStore) -> None:
-    results: list[bool] = []
-    lock = threading.Lock()
-
-    def claim(i: int) -> None:
-        claim = any_store.claim_idempotency_key("race", "h", f"call-{i}", NOW, 60)
-        with lock:
-            results.append(claim.claimed)
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 1 and len(results) == 20
-
-
 def test_a_stream_is_claimed_once(any_store: CallStore) -> None:
     any_store.create_call(make_record())
     any_store.create_call(make_record("short", ttl=10))
@@ -218,3 +187,74 @@ def test_concurrent_stream_claims_have_one_winner(any_store: CallStore) -> None:
         winners = [sid for sid in pool.map(claim, range(8)) if sid]
     got = any_store.get_call("call-1", NOW)
     assert len(winners) == 1 and got is not None and got.stream_sid == winners[0]
+
+
+def test_callbacks_for_unknown_calls_store_nothing(any_store: CallStore) -> None:
+    with pytest.raises(CallNotFound):
+        any_store.add_stream_event("ghost", StreamEvent("stream-started", NOW, "MZ" + "1" * 32))
+    with pytest.raises(CallNotFound):
+        any_store.add_turn("ghost", TranscriptTurn(0, "caller", "hello", NOW))
+    any_store.create_call(make_record("ghost"))  # a call created later under that id inherits no orphan rows
+    got = any_store.get_call("ghost", NOW)
+    assert got is not None and got.stream_events == () and got.transcript == ()
+
+
+def _status(store: CallStore, call_id: str, status: CallStatus) -> None:
+    store.apply_status(call_id, StatusEvent(status, NOW + 1, None), NOW + 1)
+
+
+def test_live_calls_are_not_terminal_recent_and_unexpired(any_store: CallStore) -> None:
+    any_store.create_call(make_record("old", created_at=NOW - 5000))  # before the window
+    any_store.create_call(make_record("gone", created_at=NOW - 10, ttl=5))  # expired
+    for i, status in enumerate([CallStatus.QUEUED, CallStatus.RINGING, CallStatus.IN_PROGRESS]):
+        any_store.create_call(make_record(f"live-{i}", created_at=NOW - i))
+        _status(any_store, f"live-{i}", status)
+    for i, status in enumerate([CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER]):
+        any_store.create_call(make_record(f"over-{i}", created_at=NOW - i))
+        _status(any_store, f"over-{i}", status)
+    any_store.create_call(make_record("just-created", created_at=NOW))
+    assert any_store.count_live_calls(NOW - 3600, NOW) == 4
+    assert any_store.count_live_calls(NOW - 0.5, NOW) == 2  # live-0 and just-created
+
+
+def test_create_within_capacity(any_store: CallStore) -> None:
+    for i in range(3):
+        any_store.create_call(make_record(f"c{i}", created_at=NOW + i), max_live=3, live_since=NOW - 60)
+    with pytest.raises(NoCapacity):
+        any_store.create_call(make_record("c3", created_at=NOW + 3), max_live=3, live_since=NOW - 60)
+    assert any_store.get_call("c3", NOW + 3) is None
+    _status(any_store, "c0", CallStatus.COMPLETED)  # a call that ends frees its slot
+    any_store.create_call(make_record("c3", created_at=NOW + 3), max_live=3, live_since=NOW - 60)
+    with pytest.raises(NoCapacity):
+        any_store.create_call(make_record("c4", created_at=NOW + 4), max_live=0, live_since=NOW - 60)
+    any_store.create_call(make_record("c4", created_at=NOW + 4))  # without max_live nothing is counted
+
+
+def test_concurrent_creates_never_pass_capacity(sqlite_store: CallStore) -> None:
+    """SQLite counts and inserts in one transaction; DynamoDB's count-then-write is documented as best effort."""
+
+    def create(i: int) -> bool:
+        try:
+            sqlite_store.create_call(make_record(f"r{i}"), max_live=5, live_since=NOW - 60)
+            return True
+        except NoCapacity:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        created = list(pool.map(create, range(40)))
+    assert sum(created) == 5 and sqlite_store.count_live_calls(NOW - 60, NOW) == 5
+
+
+def test_rate_slots_count_per_key_and_window(any_store: CallStore) -> None:
+    assert [any_store.take_rate_slot("k", 100, 3, 6120) for _ in range(5)] == [True, True, True, False, False]
+    assert any_store.take_rate_slot("k", 101, 3, 6180)  # the next window starts afresh
+    assert any_store.take_rate_slot("other", 100, 3, 6120)  # keys do not share a budget
+    assert not any_store.take_rate_slot("k", 100, 3, 6120)
+
+
+@pytest.mark.parametrize("backend", ["sqlite_store", "dynamodb_local_store"], ids=["sqlite", "dynamodb-local"])
+def test_concurrent_rate_slots_never_overshoot(backend: str, request: pytest.FixtureRequest) -> None:
+    store: CallStore = request.getfixturevalue(backend)
+    with ThreadPoolExecutor(12) as pool:
+        taken = list(pool.map(lambda _: store.take_rate_slot("burst", 7, 10, 600), range(30)))
+    assert sum(taken) == 10

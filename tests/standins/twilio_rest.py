@@ -22,6 +22,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default listen backlog of 5 resets bursts of simultaneous dials
+
+
 class TwilioRestStandIn:
     def __init__(self, account_sid: str, auth_token: str, delay_s: float = 0.0) -> None:
         self.account_sid, self.auth_token, self.delay_s = account_sid, auth_token, delay_s
@@ -29,8 +34,7 @@ class TwilioRestStandIn:
         self.updates: list[tuple[str, dict[str, list[str]]]] = []
         self.error: tuple[int, dict[str, Any]] | None = None  # answer every create with this
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -55,11 +59,14 @@ class TwilioRestStandIn:
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
 
             def do_POST(self) -> None:
                 expected = base64.b64encode(f"{standin.account_sid}:{standin.auth_token}".encode()).decode()
@@ -69,13 +76,14 @@ class TwilioRestStandIn:
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
                 base = f"/2010-04-01/Accounts/{standin.account_sid}/Calls"
                 if self.path == f"{base}.json":
-                    time.sleep(standin.delay_s)
                     if standin.error is not None:
+                        time.sleep(standin.delay_s)
                         self._answer(*standin.error)
                         return
-                    with standin._lock:
+                    with standin._lock:  # Twilio has the call from here on, however late its answer comes
                         standin.created.append(form)
                         sid = f"CA{len(standin.created):032x}"
+                    time.sleep(standin.delay_s)
                     self._answer(201, {"sid": sid, "status": "queued", "to": form.get("To", [""])[0]})
                     return
                 match = re.fullmatch(re.escape(base) + r"/(CA[0-9a-f]{32})\.json", self.path)

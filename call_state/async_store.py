@@ -13,7 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from call_state.nodes import NodeHeartbeat
-from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.record import (
+    CallFigures,
+    CallRecord,
+    Recording,
+    StatusEvent,
+    StreamEvent,
+    ToolCallRecord,
+    TranscriptTurn,
+)
 from call_state.status_rules import StatusUpdate
 from call_state.store import CallPage, CallStore, IdempotencyClaim
 
@@ -52,18 +60,20 @@ class AsyncCallStore:
         call_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
+        transferred_to: str | None = None,
+        answered_by: str | None = None,
+        recording: Recording | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> None:
-        await self._run(
-            self.store.update_call,
-            call_id,
-            now,
-            call_sid=call_sid,
-            error=error,
-            figures=figures,
-        )
+        fields = {"call_sid": call_sid, "error": error, "figures": figures, "transferred_to": transferred_to,
+                  "answered_by": answered_by, "recording": recording, "webhook": webhook}  # fmt: skip
+        await self._run(self.store.update_call, call_id, now, **{k: v for k, v in fields.items() if v is not None})
 
     async def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
         await self._run(self.store.claim_stream, call_id, stream_sid, media_node, now)
+
+    async def add_tool_call(self, call_id: str, call: ToolCallRecord) -> None:
+        await self._run(self.store.add_tool_call, call_id, call)
 
     async def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         await self._run(self.store.add_turn, call_id, turn)

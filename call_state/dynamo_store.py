@@ -17,11 +17,11 @@ from call_state.dynamo_coordination import DynamoCoordination
 from call_state.dynamo_items import CONDITION_FAILED, TRANSACTION_CANCELED, error_code, n, page_through, s
 from call_state.record import (
     TERMINAL_STATUSES,
-    CallFigures,
     CallRecord,
     CallStatus,
     StatusEvent,
     StreamEvent,
+    ToolCallRecord,
     TranscriptTurn,
 )
 from call_state.status_rules import StatusUpdate, apply_status, history_order
@@ -126,14 +126,13 @@ class DynamoCallStore(CallStore):
             return None
         return dict(item)
 
-    def _items(self, call_id: str, prefix: str) -> list[dict[str, Any]]:
-        return page_through(
-            self._db.query,
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-            ExpressionAttributeValues={":pk": s(f"CALL#{call_id}"), ":p": s(prefix)},
-            ConsistentRead=True,
-        )
+    def _items(self, call_id: str, prefix: str = "") -> list[dict[str, Any]]:
+        """The call's items whose sort key starts with `prefix` (every item of the call without one)."""
+        condition, values = "pk = :pk", {":pk": s(f"CALL#{call_id}")}
+        if prefix:
+            condition, values = condition + " AND begins_with(sk, :p)", {**values, ":p": s(prefix)}
+        return page_through(self._db.query, TableName=self.table, KeyConditionExpression=condition,
+                            ExpressionAttributeValues=values, ConsistentRead=True)  # fmt: skip
 
     def _history(self, call_id: str) -> tuple[StatusEvent, ...]:
         events = [StatusEvent.from_dict(json.loads(i["event"]["S"])) for i in self._items(call_id, "STATUS#")]
@@ -148,12 +147,20 @@ class DynamoCallStore(CallStore):
         return head
 
     def get_call(self, call_id: str, now: float) -> CallRecord | None:
-        meta = self._meta(call_id, now)
-        if meta is None:
+        """One consistent Query for the whole partition (META and every child item), split by sort-key prefix."""
+        items = self._items(call_id)
+        meta = next((i for i in items if i["sk"]["S"] == "META"), None)
+        if meta is None or float(meta["expires_at"]["N"]) <= now:
             return None
-        turns = [TranscriptTurn.from_dict(json.loads(i["turn"]["S"])) for i in self._items(call_id, "TURN#")]
-        streams = [StreamEvent.from_dict(json.loads(i["event"]["S"])) for i in self._items(call_id, "STREAM#")]
-        return record_from_parts(self._head_of(meta), list(self._history(call_id)), turns, streams)
+
+        def parts(prefix: str, field: str) -> list[dict[str, Any]]:
+            return [json.loads(i[field]["S"]) for i in items if i["sk"]["S"].startswith(prefix)]
+
+        history = sorted((StatusEvent.from_dict(d) for d in parts("STATUS#", "event")), key=history_order)
+        turns = [TranscriptTurn.from_dict(d) for d in parts("TURN#", "turn")]
+        streams = [StreamEvent.from_dict(d) for d in parts("STREAM#", "event")]
+        tools = [ToolCallRecord.from_dict(d) for d in parts("TOOL#", "call")]
+        return record_from_parts(self._head_of(meta), history, turns, streams, tools)
 
     def list_calls(self, now: float, limit: int = 20, cursor: str | None = None) -> CallPage:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
@@ -252,16 +259,8 @@ class DynamoCallStore(CallStore):
                     raise
         raise RuntimeError(f"status update for {call_id} kept conflicting")
 
-    def update_call(
-        self,
-        call_id: str,
-        now: float,
-        *,
-        call_sid: str | None = None,
-        error: str | None = None,
-        figures: CallFigures | None = None,
-    ) -> None:
-        changes = head_changes(call_sid, error, figures)
+    def update_call(self, call_id: str, now: float, **fields: Any) -> None:
+        changes = head_changes(**fields)
         for _ in range(MAX_RETRIES):
             meta = self._meta(call_id, now)
             if meta is None:
@@ -308,6 +307,10 @@ class DynamoCallStore(CallStore):
 
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         item = self._child(call_id, f"TURN#{turn.index:06d}", "turn", turn.to_dict(), self._expiry(call_id))
+        self._db.put_item(TableName=self.table, Item=item)
+
+    def add_tool_call(self, call_id: str, call: ToolCallRecord) -> None:
+        item = self._child(call_id, f"TOOL#{call.tool_call_id}", "call", call.to_dict(), self._expiry(call_id))
         self._db.put_item(TableName=self.table, Item=item)
 
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:

@@ -13,7 +13,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SECRET_NAMES = ("TWILIO_AUTH_TOKEN", "GEMINI_API_KEY", "API_KEY", "STREAM_TOKEN_SECRET", "TWILIO_ACCOUNT_SID")
+SECRET_NAMES = (
+    "TWILIO_AUTH_TOKEN",
+    "GEMINI_API_KEY",
+    "API_KEY",
+    "STREAM_TOKEN_SECRET",
+    "TWILIO_ACCOUNT_SID",
+    "WEBHOOK_SECRET",
+)
 
 SecretFetcher = Callable[[str], str]
 

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from call_state.agent_actions import CallActions, load_tools_file, parse_actions
 from call_state.numbers import ascii_int
+from call_state.outbound_policy import parse_allowed_hosts
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-live"
 DEFAULT_GEMINI_LIVE_URL = (
@@ -80,6 +82,10 @@ class Settings:
     http_keepalive_timeout_seconds: int = 5
     max_connections: int = 100 + MEDIA_PENDING_SOCKETS + CONNECTION_HEADROOM
     node_id: str = "local"
+    webhook_secret: str = ""  # signs tool calls and webhooks (all-in-one makes one on first start)
+    webhook_allowed_hosts: frozenset[str] = frozenset()  # may be http:// and private (e.g. 127.0.0.1 for development)
+    default_actions: CallActions = field(default_factory=CallActions)  # inbound calls: AGENT_TOOLS_FILE, ...
+    console_origins: tuple[str, ...] = ()  # more pages that may open /browser-stream (the console on API Gateway)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def missing_credentials(self) -> list[str]:
@@ -148,6 +154,32 @@ class _Parser:
             return f"node:{port}"  # a host name we cannot use as an id
         return value
 
+    def actions(self) -> CallActions:
+        """The agent actions of calls that do not bring their own (`/incoming`)."""
+        fields = {"AGENT_TRANSFER_TO": "transfer_to", "AGENT_WEBHOOK_URL": "webhook_url"}
+        given: dict[str, object] = {field: self.text(name) for name, field in fields.items()}
+        tools_file = self.text("AGENT_TOOLS_FILE")
+        try:
+            given["tools"] = [t.to_dict() for t in load_tools_file(tools_file)] if tools_file else []
+        except (OSError, ValueError) as exc:  # unreadable, not JSON, or a tool that does not validate
+            self.errors.append(f"AGENT_TOOLS_FILE: {str(exc)[:200]}")
+        try:
+            return parse_actions(given)
+        except ValueError as exc:  # "transfer_to: ..." -> AGENT_TRANSFER_TO: ...
+            field = str(exc).split(":", 1)[0]
+            name = next((n for n, f in fields.items() if f == field), "AGENT_TOOLS_FILE")
+            self.errors.append(f"{name}: {str(exc).split(':', 1)[-1].strip()}")
+            return CallActions()
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        values = tuple(o.strip().rstrip("/") for o in self.text(name).split(",") if o.strip())
+        bad = [o for o in values if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", o)]
+        if bad:
+            self.errors.append(f"{name} entries must be origins like https://abc.execute-api.us-east-1.amazonaws.com, "
+                               f"got {bad[0]!r}")  # fmt: skip
+            return ()
+        return values
+
     def parse(self) -> Settings:
         port = self.integer("PORT", 8080, 1, 65535)
         max_calls = self.integer("MAX_CONCURRENT_CALLS", 100, 1, 10000)
@@ -176,6 +208,14 @@ class _Parser:
         api_key = self.text("API_KEY")
         if api_key and len(api_key) < 16:
             self.errors.append("API_KEY must be at least 16 characters")
+        webhook_secret = self.text("WEBHOOK_SECRET")
+        if webhook_secret and len(webhook_secret) < 16:
+            self.errors.append("WEBHOOK_SECRET must be at least 16 characters")
+        try:
+            allowed_hosts = parse_allowed_hosts(self.text("WEBHOOK_ALLOWED_HOSTS"))
+        except ValueError as exc:  # the message names the variable
+            self.errors.append(str(exc))
+            allowed_hosts = frozenset()
         settings = Settings(
             twilio_account_sid=sid,
             twilio_auth_token=self.text("TWILIO_AUTH_TOKEN"),
@@ -210,6 +250,10 @@ class _Parser:
             http_keepalive_timeout_seconds=self.integer("HTTP_KEEPALIVE_TIMEOUT_SECONDS", 5, 1, 300),
             max_connections=self.max_connections(max_calls),
             node_id=self.node_id(port),
+            webhook_secret=webhook_secret,
+            webhook_allowed_hosts=allowed_hosts,
+            default_actions=self.actions(),
+            console_origins=self.origins("CONSOLE_ORIGINS"),
         )
         if self.errors:
             raise ConfigError("; ".join(self.errors))

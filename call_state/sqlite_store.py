@@ -13,11 +13,11 @@ from typing import Any
 
 from call_state.record import (
     TERMINAL_STATUSES,
-    CallFigures,
     CallRecord,
     CallStatus,
     StatusEvent,
     StreamEvent,
+    ToolCallRecord,
     TranscriptTurn,
 )
 from call_state.sqlite_coordination import COORDINATION_SCHEMA, SqliteCoordination
@@ -54,9 +54,11 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE TABLE IF NOT EXISTS stream_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, event TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_events_by_call ON stream_events (call_id);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    call_id TEXT NOT NULL, tool_call_id TEXT NOT NULL, call TEXT NOT NULL, PRIMARY KEY (call_id, tool_call_id));
 CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_CHILDREN = ("status_events", "turns", "stream_events")
+_CHILDREN = ("status_events", "turns", "stream_events", "tool_calls")
 
 
 class SqliteCallStore(CallStore):
@@ -120,7 +122,11 @@ class SqliteCallStore(CallStore):
             StreamEvent.from_dict(json.loads(r[0]))
             for r in self._db.read("SELECT event FROM stream_events WHERE call_id = ? ORDER BY id", (call_id,))
         ]
-        return record_from_parts(head, history, turns, streams)
+        tools = [
+            ToolCallRecord.from_dict(json.loads(r[0]))
+            for r in self._db.read("SELECT call FROM tool_calls WHERE call_id = ?", (call_id,))
+        ]
+        return record_from_parts(head, history, turns, streams, tools)
 
     def list_calls(self, now: float, limit: int = 20, cursor: str | None = None) -> CallPage:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
@@ -157,16 +163,8 @@ class SqliteCallStore(CallStore):
                 db.execute("UPDATE calls SET status = ? WHERE call_id = ?", (update.status.value, call_id))
         return update
 
-    def update_call(
-        self,
-        call_id: str,
-        now: float,
-        *,
-        call_sid: str | None = None,
-        error: str | None = None,
-        figures: CallFigures | None = None,
-    ) -> None:
-        changes = head_changes(call_sid, error, figures)
+    def update_call(self, call_id: str, now: float, **fields: Any) -> None:
+        changes = head_changes(**fields)
         with self._db.write() as db:
             row = db.execute("SELECT head FROM calls WHERE call_id = ? AND expires_at > ?", (call_id, now)).fetchone()
             if row is None:
@@ -196,6 +194,13 @@ class SqliteCallStore(CallStore):
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         self._add_child(
             call_id, "INSERT OR REPLACE INTO turns VALUES (?, ?, ?)", (call_id, turn.index, json.dumps(turn.to_dict()))
+        )
+
+    def add_tool_call(self, call_id: str, call: ToolCallRecord) -> None:
+        self._add_child(
+            call_id,
+            "INSERT OR REPLACE INTO tool_calls VALUES (?, ?, ?)",
+            (call_id, call.tool_call_id, json.dumps(call.to_dict())),
         )
 
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:

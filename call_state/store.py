@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from call_state.nodes import NodeHeartbeat
-from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.record import (
+    CallFigures,
+    CallRecord,
+    Recording,
+    StatusEvent,
+    StreamEvent,
+    ToolCallRecord,
+    TranscriptTurn,
+)
 from call_state.status_rules import StatusUpdate
 
 MAX_PAGE_SIZE = 100
@@ -127,8 +135,13 @@ class CallStore(abc.ABC):
         call_sid: str | None = None,
         error: str | None = None,
         figures: CallFigures | None = None,
+        transferred_to: str | None = None,
+        answered_by: str | None = None,
+        recording: Recording | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> None:
-        """Set the given fields (None leaves a field alone). Raise CallNotFound."""
+        """Set the given fields of the record's head (None leaves a field alone). Raise CallNotFound.
+        Backends take `**fields` and pass them to store_codec.head_changes, which knows them all."""
 
     @abc.abstractmethod
     def claim_stream(self, call_id: str, stream_sid: str, media_node: str, now: float) -> None:
@@ -140,6 +153,11 @@ class CallStore(abc.ABC):
     def add_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         """Append a transcript turn (turn.index orders them; writing the same index twice replaces it).
         Raise CallNotFound (nothing is stored for an unknown call)."""
+
+    @abc.abstractmethod
+    def add_tool_call(self, call_id: str, call: ToolCallRecord) -> None:
+        """Record one of the agent's function calls (writing the same tool_call_id again replaces it).
+        Raise CallNotFound."""
 
     @abc.abstractmethod
     def add_stream_event(self, call_id: str, event: StreamEvent) -> None:

@@ -1,7 +1,7 @@
 """How a CallRecord is split for storage: the small "head" (everything but the growing lists) and the parts.
 
-Both backends store the head as one JSON document and each status event, transcript turn and stream event as
-its own row/item, so an hour-long transcript never grows one item toward DynamoDB's 400 KB limit. Cursors for
+Both backends store the head as one JSON document and each status event, transcript turn, stream event and tool
+call as its own row/item, so an hour-long transcript never grows one item toward DynamoDB's 400 KB limit. Cursors for
 `list_calls` are opaque base64 of (created_at, call_id).
 """
 
@@ -11,9 +11,9 @@ import base64
 import json
 from typing import Any
 
-from call_state.record import CallFigures, CallRecord, StatusEvent, StreamEvent, TranscriptTurn
+from call_state.record import CallRecord, StatusEvent, StreamEvent, ToolCallRecord, TranscriptTurn
 
-_PARTS = ("status_history", "transcript", "stream_events")
+_PARTS = ("status_history", "transcript", "stream_events", "tool_calls")
 # Fields each backend keeps outside the head, in their own column/attribute, so a conditional write can test them.
 _COLUMNS = ("status", "stream_sid", "media_node")
 
@@ -25,14 +25,19 @@ def record_head(record: CallRecord) -> dict[str, Any]:
     return head
 
 
-def head_changes(call_sid: str | None, error: str | None, figures: CallFigures | None) -> dict[str, Any]:
-    """The head fields `update_call` sets: those given (None leaves a field alone)."""
-    changes: dict[str, Any] = {
-        name: value for name, value in (("call_sid", call_sid), ("error", error)) if value is not None
+HEAD_FIELDS = frozenset({"call_sid", "error", "figures", "transferred_to", "answered_by", "recording", "webhook"})
+
+
+def head_changes(**fields: Any) -> dict[str, Any]:
+    """The head fields `update_call` sets, as stored: those given (None leaves a field alone)."""
+    unknown = set(fields) - HEAD_FIELDS
+    if unknown:
+        raise TypeError(f"update_call() got unexpected fields {sorted(unknown)}")
+    return {
+        name: value.to_dict() if hasattr(value, "to_dict") else value
+        for name, value in fields.items()
+        if value is not None
     }
-    if figures is not None:
-        changes["figures"] = figures.to_dict()
-    return changes
 
 
 def record_from_parts(
@@ -40,12 +45,14 @@ def record_from_parts(
     history: list[StatusEvent],
     turns: list[TranscriptTurn],
     stream_events: list[StreamEvent],
+    tool_calls: list[ToolCallRecord] | None = None,
 ) -> CallRecord:
-    record = CallRecord.from_dict({**head, "status_history": [], "transcript": [], "stream_events": []})
+    record = CallRecord.from_dict({**head, **{part: [] for part in _PARTS}})
     return record.with_changes(
         status_history=tuple(history),
         transcript=tuple(sorted(turns, key=lambda t: t.index)),
         stream_events=tuple(sorted(stream_events, key=lambda e: e.at)),
+        tool_calls=tuple(sorted(tool_calls or [], key=lambda c: c.at)),
     )
 
 

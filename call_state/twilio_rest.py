@@ -21,6 +21,16 @@ from call_state.numbers import ascii_int
 log = logging.getLogger(__name__)
 
 CALL_ALREADY_ENDED = 20404
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def dial_twiml(number: str, caller_id: str) -> str:
+    """`<Response><Dial callerId="…">number</Dial></Response>`, built by Twilio's own library (escaping included)."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.dial(number, caller_id=caller_id or None)
+    return str(response.to_xml(xml_declaration=False))
 
 
 class TwilioError(Exception):
@@ -114,6 +124,14 @@ class TwilioRestClient:
                 return False
             raise
         return True
+
+    async def transfer(self, call_sid: str, number: str, *, caller_id: str) -> None:
+        """Hand a live call to a person: its TwiML becomes `<Dial callerId=…>number</Dial>` (the stream ends)."""
+        if not re.fullmatch(r"CA[0-9a-fA-F]{32}", call_sid):
+            raise TwilioError(400, None, "not a Twilio call SID")
+        if not E164.fullmatch(number) or (caller_id and not E164.fullmatch(caller_id)):
+            raise TwilioError(400, None, "transfer numbers must be E.164")
+        await self._post(f"/Calls/{call_sid}.json", {"Twiml": dial_twiml(number, caller_id)})
 
     async def aclose(self) -> None:
         if self._client is not None:

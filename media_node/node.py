@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def console_origins(settings: Settings) -> frozenset[str]:
-    """Origins whose pages may open /browser-stream: the console's (PUBLIC_URL), and loopback for `make run`."""
+    """Origins whose pages may open /browser-stream: the console's (PUBLIC_URL, CONSOLE_ORIGINS), and loopback for
+    `make run`."""
     parts = urlsplit(settings.public_url)
-    origins = {f"{parts.scheme}://{parts.netloc}"}
+    origins = {f"{parts.scheme}://{parts.netloc}", *settings.console_origins}
     origins |= {f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost")}
     return frozenset(origins)
 

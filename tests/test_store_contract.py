@@ -13,8 +13,10 @@ from call_state.record import (
     CallRecord,
     CallStatus,
     Direction,
+    Recording,
     StatusEvent,
     StreamEvent,
+    ToolCallRecord,
     TranscriptTurn,
 )
 from call_state.store import CallExists, CallNotFound, CallStore, NoCapacity, StreamAlreadyClaimed
@@ -258,3 +260,23 @@ def test_concurrent_rate_slots_never_overshoot(backend: str, request: pytest.Fix
     with ThreadPoolExecutor(12) as pool:
         taken = list(pool.map(lambda _: store.take_rate_slot("burst", 7, 10, 600), range(30)))
     assert sum(taken) == 10
+
+
+def test_agent_actions_fields_and_tool_calls(any_store: CallStore) -> None:
+    any_store.create_call(make_record())
+    any_store.update_call("call-1", NOW, transferred_to="+15551112222", answered_by="machine_end_beep",
+                          recording=Recording("RE" + "1" * 32, "https://api.twilio.com/x/RE1", 12.5, 2),
+                          webhook={"state": "pending", "event_id": "ev_1"})  # fmt: skip
+    later = ToolCallRecord("fc_2", "book_slot", {"day": "monday"}, "ok", 41.0, NOW + 2)
+    any_store.add_tool_call("call-1", later)
+    any_store.add_tool_call("call-1", ToolCallRecord("fc_1", "transfer_call", {}, "error", 5.0, NOW + 1, "refused"))
+    any_store.add_tool_call("call-1", ToolCallRecord("fc_2", "book_slot", {"day": "monday"}, "ok", 42.0, NOW + 2))
+    got = any_store.get_call("call-1", NOW)
+    assert got is not None
+    assert (got.transferred_to, got.answered_by) == ("+15551112222", "machine_end_beep")
+    assert got.recording == Recording("RE" + "1" * 32, "https://api.twilio.com/x/RE1", 12.5, 2)
+    assert got.webhook == {"state": "pending", "event_id": "ev_1"}
+    assert [(c.tool_call_id, c.status, c.ms) for c in got.tool_calls] == [("fc_1", "error", 5.0), ("fc_2", "ok", 42.0)]
+    assert got.to_dict()["tool_calls"][1]["arguments"] == {"day": "monday"}
+    with pytest.raises(CallNotFound):
+        any_store.add_tool_call("nope", later)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from call_state.local_setup import public_url_warning, with_local_api_key
+from call_state.local_setup import public_url_warning, with_local_api_key, with_local_webhook_secret
 from call_state.settings import Settings, startup_settings
 from call_state.store import CallStore, open_store_or_exit
 from lambda_api.app import create_app
@@ -41,8 +41,9 @@ def main() -> None:
         log.warning("STREAM_TOKEN_SECRET not set: using a random one for this process (all-in-one only)")
     try:
         settings, console_line = with_local_api_key(settings)
+        settings = with_local_webhook_secret(settings)
     except (OSError, ValueError) as exc:  # data/ not writable, or a damaged key file: one line, like config errors
-        print(f"config error: API_KEY is not set and {exc}", file=sys.stderr)
+        print(f"config error: API_KEY or WEBHOOK_SECRET is not set and {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     serve(settings, store, console_line)
 

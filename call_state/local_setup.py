@@ -2,6 +2,7 @@
 
 - `persistent_secret()`: a secret generated on first start and kept with the local data (mode 600), so it
   survives restarts and is never printed: the API key when `API_KEY` is unset (and any other such secret).
+- `with_local_webhook_secret()`: the same for `WEBHOOK_SECRET` (it signs our tool calls and webhooks).
 - `with_local_api_key()`: settings with that key filled in, and the one start-up line saying where the console is
   and how to read the key.
 - `public_url_warning()`: the WARNING for Twilio credentials with a loopback `PUBLIC_URL` (Twilio cannot reach it).
@@ -18,6 +19,7 @@ from pathlib import Path
 from call_state.settings import Settings
 
 API_KEY_FILE = "api_key"
+WEBHOOK_SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name (docs/webhooks.md says where it is)
 
 
 def local_data_dir(settings: Settings) -> Path:
@@ -27,20 +29,37 @@ def local_data_dir(settings: Settings) -> Path:
     return Path("data")
 
 
-def persistent_secret(path: Path, nbytes: int = 24) -> tuple[str, bool]:
+def persistent_secret(path: Path, nbytes: int = 24, prefix: str = "") -> tuple[str, bool]:
     """The secret stored at `path`, created (mode 600, never overwritten) when missing. Returns (value, created).
 
-    Raises ValueError naming the file when it holds no usable secret (the caller turns that into one line, exit 2).
+    The file appears complete or not at all (written aside, then hard-linked into place, which fails if it exists),
+    so two processes starting together (a blue/green overlap) agree on one secret. Raises ValueError naming the
+    file when it holds no usable secret (the caller turns that into one line, exit 2).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _existing_secret(path), False
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+    value = prefix + secrets.token_urlsafe(nbytes)
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+        os.link(aside, path)
+    except FileExistsError:  # another process won the race: use its secret
+        return _existing_secret(path), False
+    finally:
+        aside.unlink(missing_ok=True)
     return value, True
+
+
+def with_local_webhook_secret(settings: Settings) -> Settings:
+    """Settings with a WEBHOOK_SECRET (made on first start when unset). Unlike the per-process stream token secret
+    it must survive restarts: users configure it in the servers that receive our tool calls and webhooks."""
+    if settings.webhook_secret:
+        return settings
+    value, _ = persistent_secret(local_data_dir(settings) / WEBHOOK_SECRET_FILE, 32, prefix="whsec_")
+    return replace(settings, webhook_secret=value)
 
 
 def _existing_secret(path: Path) -> str:

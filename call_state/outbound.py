@@ -37,6 +37,7 @@ from call_state.outbound_body import BodyTooLarge, BodyUnreadable, parse_json, r
 from call_state.outbound_policy import Destination, DestinationRefused, IPAddress, OutboundPolicy
 from call_state.outbound_pool import DestinationPools
 from call_state.outbound_signature import SIGNATURE_HEADER, WebhookSigner
+from call_state.settings import Settings
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
@@ -278,3 +279,12 @@ def _connect_detail(error: BaseException | None) -> str:
             break
         cause = cause.__cause__ or cause.__context__
     return "could not connect"
+
+
+def outbound_client(settings: Settings) -> OutboundClient | None:
+    """The process's one client for the user's servers (tools, webhooks), or None without WEBHOOK_SECRET."""
+    if not settings.webhook_secret:
+        return None
+    return OutboundClient(
+        WebhookSigner(settings.webhook_secret.encode()), OutboundPolicy(settings.webhook_allowed_hosts)
+    )

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from call_state.numbers import ascii_int
 
@@ -72,33 +69,3 @@ class WebhookSigner:
         if abs(now - timestamp) > tolerance_s:
             raise SignatureError("signature timestamp outside the replay window")
         return timestamp
-
-
-def load_or_create_secret(path: Path) -> str:
-    """The webhook secret kept in `path`, created (0600, random) on first use. For the all-in-one server.
-
-    Unlike the stream token secret, this one must survive restarts: users configure it in their receivers.
-    The file appears complete or not at all (written aside, then hard-linked into place, which fails if it
-    exists), so two processes starting together agree on one secret.
-    """
-    try:
-        existing = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        existing = None
-    if existing is not None:
-        if len(existing) < MIN_SECRET_LENGTH:
-            raise ValueError(f"{path} holds a webhook secret shorter than {MIN_SECRET_LENGTH} characters")
-        return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = "whsec_" + secrets.token_urlsafe(32)
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(value + "\n")
-        os.link(aside, path)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()  # another process won the race: use its secret
-    finally:
-        aside.unlink(missing_ok=True)
-    return value

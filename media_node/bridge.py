@@ -138,7 +138,7 @@ class CallBridge:
         if self.conv.first_audio_at is None:
             self.ctx.metrics.first_audio.observe(now - self.conv.answered_at)
         self.conv.agent_audio(size, now)
-        self.ending.activity()
+        self.ending.agent_spoke()
 
     def _store(self, turns: list[TranscriptTurn]) -> None:
         if turns:

@@ -75,6 +75,7 @@ class CallEnding:
         self._playout, self._sessions, self._scope, self._finish = playout, sessions, scope, finish
         self._hangup, self._call_sid, self._record_failure = hangup, call_sid, record_failure
         self._started = self._last_frame = self._last_activity = ctx.monotonic()
+        self._agent_spoke_at = -1.0  # when agent audio last went to the caller
         self._turn_done = asyncio.Event()
 
     # --- what the bridge reports ----------------------------------------------------------------------------
@@ -84,6 +85,9 @@ class CallEnding:
     def activity(self) -> None:
         """Someone spoke: the caller (a transcript) or the agent (audio sent)."""
         self._last_activity = self._ctx.monotonic()
+
+    def agent_spoke(self) -> None:
+        self._agent_spoke_at = self._last_activity = self._ctx.monotonic()
 
     def turn_completed(self) -> None:
         self._turn_done.set()
@@ -104,9 +108,16 @@ class CallEnding:
         try:
             async with asyncio.timeout(GOODBYE_GRACE_S):
                 if prompt is not None:
+                    asked_at = self._ctx.monotonic()
                     self._turn_done.clear()
                     if await self._sessions.send_text(prompt):
-                        await self._turn_done.wait()
+                        # The turn that answers the prompt: one with agent audio after it (a late end of an
+                        # earlier turn does not count).
+                        while True:
+                            await self._turn_done.wait()
+                            self._turn_done.clear()
+                            if self._agent_spoke_at > asked_at:
+                                break
                 await self._playout.wait_idle()
         except TimeoutError:
             self._ctx.log.info("goodbye not finished within %.0f s: hanging up", GOODBYE_GRACE_S)

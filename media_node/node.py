@@ -12,7 +12,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
-from call_state.outbound import OutboundClient
+from call_state.outbound import OutboundClient, outbound_client
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.sweeper import StoreSweeper
@@ -57,7 +57,8 @@ class MediaNode:
             )
         self.twilio = twilio
         self.connector = connector or WebSocketConnector(settings.gemini_live_url, settings.gemini_api_key)
-        self.outbound = outbound  # the user's tools (signed requests); None: tool calls answer with an error
+        # The user's tools (signed requests); without WEBHOOK_SECRET tool calls answer Gemini with an error.
+        self.outbound = outbound or outbound_client(settings)
         self.node_id = node_id or settings.node_id  # NODE_ID, default hostname:port (what claims and heartbeats say)
         secret = settings.stream_token_secret.encode()
         self.gate = StreamGate(

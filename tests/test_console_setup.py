@@ -135,6 +135,7 @@ def test_make_call_places_a_call_and_says_where_to_watch(tmp_path: Path) -> None
         (tmp_path / ".env").write_text(
             f"TWILIO_ACCOUNT_SID={ACCOUNT_SID}\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nTWILIO_PHONE_NUMBER=+15550001111\n"
             f"TWILIO_API_BASE_URL={twilio.base_url}\nALLOWED_DESTINATIONS=+1\nPORT={port}\nHOST=127.0.0.1\n"
+            "GEMINI_API_KEY=test-gemini-key-not-real\n"  # no call is dialled into a media node that cannot bridge it
         )
         env = {"PYTHONPATH": str(ROOT)}
         with all_in_one(tmp_path, env):
@@ -167,7 +168,7 @@ def test_readme_curl_block_works_as_pasted(tmp_path: Path) -> None:
         (tmp_path / ".env").write_text(
             f"TWILIO_ACCOUNT_SID={ACCOUNT_SID}\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nTWILIO_PHONE_NUMBER=+15550001111\n"
             f"TWILIO_API_BASE_URL={twilio.base_url}\nALLOWED_DESTINATIONS=+1\nPORT={port}\nHOST=127.0.0.1\n"
-            f"PUBLIC_URL=http://127.0.0.1:{port}\n"
+            f"PUBLIC_URL=http://127.0.0.1:{port}\nGEMINI_API_KEY=test-gemini-key-not-real\n"
         )
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "API_KEY", "PUBLIC_URL", "PORT"))}
         with all_in_one(tmp_path, {"PYTHONPATH": str(ROOT)}):

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from call_state.local_setup import persistent_secret
 from call_state.outbound import OutboundClient
 from call_state.outbound_policy import OutboundPolicy
-from call_state.outbound_signature import SIGNATURE_HEADER, SignatureError, WebhookSigner, load_or_create_secret
+from call_state.outbound_signature import SIGNATURE_HEADER, SignatureError, WebhookSigner
 from tests.standins.receiver import Receiver
 
 SECRET = b"test-webhook-secret-not-real"
@@ -135,8 +136,8 @@ def test_the_doc_example_refuses_hostile_headers_without_raising(header: str) ->
 
 def test_the_secret_file_is_created_once_private_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "data" / "webhook_secret"
-    first = load_or_create_secret(path)
-    assert len(first) >= 32 and load_or_create_secret(path) == first
+    first, created = persistent_secret(path, 32, prefix="whsec_")
+    assert created and len(first) >= 32 and persistent_secret(path) == (first, False)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["webhook_secret"]  # no scratch files left behind
     WebhookSigner(first.encode())
@@ -149,7 +150,7 @@ def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None
 
     def racer() -> None:
         start.wait()
-        results.append(load_or_create_secret(path))
+        results.append(persistent_secret(path, 32)[0])
 
     threads = [threading.Thread(target=racer) for _ in range(8)]
     for thread in threads:
@@ -162,5 +163,5 @@ def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None
 def test_a_short_secret_file_is_an_error_not_a_weak_key(tmp_path: Path) -> None:
     path = tmp_path / "webhook_secret"
     path.write_text("short\n")
-    with pytest.raises(ValueError, match="shorter than 16"):
-        load_or_create_secret(path)
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        persistent_secret(path)

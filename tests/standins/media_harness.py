@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 
+from call_state.agent_actions import CallActions
 from call_state.record import AgentSettings, CallRecord, Direction
 from call_state.settings import Settings
 from call_state.sqlite_store import SqliteCallStore
@@ -34,13 +36,18 @@ AUTH_TOKEN = "test-auth-token-not-real"
 
 @dataclass
 class TwilioRestRecorder:
-    """A fake Twilio REST API as an httpx transport: records each request, answers 200."""
+    """A fake Twilio REST API as an httpx transport: records each request, answers 200 (or `refuse` with Twilio's
+    error body, like a call that cannot be updated any more)."""
 
     requests: list[tuple[str, str]] = field(default_factory=list)
+    refuse: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
 
     def transport(self) -> httpx.MockTransport:
         def answer(request: httpx.Request) -> httpx.Response:
             self.requests.append((request.url.path, request.content.decode()))
+            if self.refuse is not None:
+                status, code, message = self.refuse
+                return httpx.Response(status, json={"code": code, "message": message, "status": status})
             return httpx.Response(200, json={"sid": "CA" + "0" * 32, "status": "completed"})
 
         return httpx.MockTransport(answer)
@@ -48,6 +55,11 @@ class TwilioRestRecorder:
     @property
     def hangups(self) -> list[str]:
         return [path for path, body in self.requests if "Status=completed" in body]
+
+    @property
+    def updates(self) -> list[dict[str, list[str]]]:
+        """The forms of every call update (e.g. a transfer's Twiml)."""
+        return [parse_qs(body) for _, body in self.requests]
 
 
 Dial = Callable[[dict[str, str], bool], Awaitable[Any]]  # (upgrade headers, browser) -> the caller's socket end
@@ -71,6 +83,7 @@ class MediaHarness:
         *,
         n: int = 0,
         call_sid: str | None = None,
+        actions: CallActions | None = None,
         **agent: Any,
     ) -> CallRecord:
         """A call as the control plane stores it; a phone call's SID is the one `caller(n=n)` sends."""
@@ -89,6 +102,7 @@ class MediaHarness:
             created_at=now,
             expires_at=int(now) + 3600,
             call_sid=call_sid if call_sid is not None else "" if direction is Direction.BROWSER else f"CA{n:032d}",
+            actions=actions or CallActions(),
         )
         self.store.create_call(record)
         return record

@@ -27,6 +27,7 @@ from call_state.record import CallRecord
 EVENT = "call.ended"
 MEDIA_GRACE_S = 120.0  # the media side's last writes are due seconds after the end; past this, send without them
 RECORDING_WAIT_S = 8.0  # with `record`, the first attempt waits this long for Twilio's recording callback
+WAIT_POLL_S = 1.0  # ... looking again every second, so it goes out soon after the recording arrives
 RETRY_DELAYS_S = (10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)  # after attempt 1, 2, ...; then the last again
 GIVE_UP_AFTER_S = 24 * 3600.0  # keep retrying for at least this long after the first attempt was due
 TIMEOUT_S = 10.0  # per attempt: resolving, connecting, sending and reading (call_state.outbound)
@@ -108,7 +109,7 @@ def next_step(job: WebhookJob, record: CallRecord | None, now: float) -> Next:
         return Next(Step.DROP, "the deliver job has it")
     wait_until = job.first_due_at + RECORDING_WAIT_S
     if record.actions.record and record.recording is None and not state and now < wait_until:
-        return Next(Step.WAIT, "waiting for the recording", wait_until)
+        return Next(Step.WAIT, "waiting for the recording", min(wait_until, now + WAIT_POLL_S))
     return Next(Step.SEND)
 
 

@@ -75,7 +75,8 @@ def test_a_recorded_call_waits_a_little_for_its_recording() -> None:
     recorded = HOOKED.with_changes(actions=CallActions(record=True, webhook_url="https://crm.example.com/e"))
     job = deliver_job(recorded.call_id, NOW)
     waiting = next_step(job, recorded, NOW + 1)
-    assert waiting.step is Step.WAIT and waiting.at == NOW + RECORDING_WAIT_S
+    assert waiting.step is Step.WAIT and waiting.at == NOW + 2  # looks again in a second
+    assert next_step(job, recorded, NOW + RECORDING_WAIT_S - 0.5).at == NOW + RECORDING_WAIT_S
     assert next_step(job, recorded, NOW + RECORDING_WAIT_S).step is Step.SEND  # then without it
     with_it = recorded.with_changes(recording=Recording("RE" + "1" * 32, "https://api.twilio.com/x", 3.0))
     assert next_step(job, with_it, NOW + 1).step is Step.SEND

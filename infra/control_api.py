@@ -38,7 +38,8 @@ class ControlApi(Construct):
     ) -> None:
         super().__init__(scope, cid)
         arch = lambda_.Architecture.ARM_64 if architecture == "arm64" else lambda_.Architecture.X86_64
-        code = lambda_.Code.from_asset(
+        self.architecture = arch
+        self.code = code = lambda_.Code.from_asset(
             str(ROOT / "lambda_api"),  # the bundler adds call_state and the wheels; this path is only a hash source
             bundling=cdk.BundlingOptions(
                 image=lambda_.Runtime.PYTHON_3_12.bundling_image,

@@ -103,10 +103,11 @@ def next_step(job: WebhookJob, record: CallRecord | None, now: float) -> Next:
     if not record.actions.webhook_url:
         return Next(Step.DROP, "the call has no webhook_url")
     state = record.webhook.get("state")
-    if state in (State.DELIVERED, State.FAILED):
-        return Next(Step.DROP, f"already {state}")
+    if state == State.DELIVERED:
+        return Next(Step.DROP, "already delivered")
     if job.kind is JobKind.DEADLINE and state:
         return Next(Step.DROP, "the deliver job has it")
+    # A deliver job of a `failed` webhook is one moved back from the dead-letter queue: it gets one more attempt.
     wait_until = job.first_due_at + RECORDING_WAIT_S
     if record.actions.record and record.recording is None and not state and now < wait_until:
         return Next(Step.WAIT, "waiting for the recording", min(wait_until, now + WAIT_POLL_S))

@@ -118,6 +118,9 @@ class VoiceAgentStack(cdk.Stack):
                       description="WEBHOOK_SECRET: your servers check our tool calls and webhooks with it")  # fmt: skip
         cdk.CfnOutput(self, "WebhookDeadLetterQueueUrl", value=webhooks.dead_letters.queue_url,
                       description="end-of-call webhooks not delivered within 24 h")  # fmt: skip
+        cdk.CfnOutput(self, "WebhookRedriveCommand", value=cdk.Fn.join("", [
+            "aws sqs start-message-move-task --source-arn ", webhooks.dead_letters.queue_arn,
+            " --destination-arn ", webhooks.queue.queue_arn]), description="send them again, once each")  # fmt: skip
         cdk.CfnOutput(
             self,
             "SetSecretCommand",

@@ -186,6 +186,12 @@ async def test_after_a_day_the_job_goes_to_the_dead_letter_queue(path: Path) -> 
     assert WebhookJob.from_json(dead["Body"]) == old
     assert dead["MessageAttributes"]["reason"]["StringValue"] == "no 2xx answer within 24 h"
     assert (await webhook_of(path, call_id))["state"] == "failed"
+    path.receiver.reply("/events", status=200)  # fixed: the operator moves the dead letters back (the redrive)
+    path.aws.sqs.send_message(QueueUrl=path.aws.queue, MessageBody=dead["Body"])
+    event = path.aws.lambda_event()
+    assert await path.consumer.consume(event) == {"batchItemFailures": []}
+    state = await webhook_of(path, call_id)
+    assert state["state"] == "delivered" and state["attempts"] == 2 and path.receiver.deliveries() == 2
 
 
 async def test_messages_that_are_not_jobs_are_dead_lettered(path: Path) -> None:

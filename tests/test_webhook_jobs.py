@@ -67,8 +67,10 @@ def test_what_a_due_job_does() -> None:
     retrying = HOOKED.with_changes(webhook={"state": "retrying", "attempts": 1})
     assert next_step(deliver, retrying, NOW).step is Step.SEND  # its own retry
     assert next_step(deadline, retrying, NOW).step is Step.DROP  # the deliver job owns it
-    for done in ("delivered", "failed"):
-        assert next_step(deliver, HOOKED.with_changes(webhook={"state": done}), NOW).step is Step.DROP
+    delivered, failed = (HOOKED.with_changes(webhook={"state": s}) for s in ("delivered", "failed"))
+    assert next_step(deliver, delivered, NOW).step is next_step(deadline, delivered, NOW).step is Step.DROP
+    assert next_step(deliver, failed, NOW).step is Step.SEND  # moved back from the dead-letter queue: once more
+    assert next_step(deadline, failed, NOW).step is Step.DROP
 
 
 def test_a_recorded_call_waits_a_little_for_its_recording() -> None:

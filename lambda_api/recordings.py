@@ -3,8 +3,8 @@ so users never need the Twilio console or the account's auth token.
 
 The audio is streamed through (64 KiB at a time) and bounded: at most `MAX_RECORDING_BYTES` (a 4-hour dual-channel
 WAV is ~460 MB). Under Lambda the answer must fit Lambda's 6 MB response payload once base64-encoded, so it is
-read first and refused above `LAMBDA_MAX_BYTES` (502 `recording_too_large`: ask for `format=mp3`, about a tenth
-of the size, or use the all-in-one server). 404 when the call is unknown or has no recording (yet).
+read first and refused above `LAMBDA_MAX_BYTES` (502 `recording_too_large`: ask for `format=mp3`, several times
+smaller, or use the all-in-one server). 404 when the call is unknown or has no recording (yet).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from call_state.dynamo_items import CONDITION_FAILED, error_code, n, page_through, s
+from call_state.dynamo_items import CONDITION_FAILED, error_code, n, partition_items, s
 from call_state.store import CallNotFound
 from call_state.webhook_jobs import JobKind, WebhookJob
 
@@ -87,14 +87,8 @@ class DynamoCallEnd:
                 raise
 
     def claim_webhook_jobs(self, now: float, lease_s: float, limit: int) -> list[WebhookJob]:
-        items = page_through(
-            self._db.query,
-            TableName=self.table,
-            KeyConditionExpression="pk = :p",
-            FilterExpression="due_at <= :now AND lease_until <= :now",
-            ExpressionAttributeValues={":p": s(JOBS_PARTITION), ":now": n(now)},
-            ConsistentRead=True,
-        )
+        due = "due_at <= :now AND lease_until <= :now"
+        items = partition_items(self._db, self.table, JOBS_PARTITION, due, {":now": n(now)})
         claimed: list[WebhookJob] = []
         for item in sorted(items, key=lambda i: float(i["due_at"]["N"]))[: limit * 2]:
             if len(claimed) >= limit:

@@ -15,10 +15,10 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.control_api import bundle_function
 from infra.secrets import AppSecrets
 
 CONSUMER_TIMEOUT_S = 60  # a batch of up to 10 deliveries at once, each at most 10 s, plus the store
@@ -54,22 +54,20 @@ class WebhookQueue(Construct):
             enforce_ssl=True,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
         )
-        self.consumer = lambda_.Function(
+        self.consumer = bundle_function(
             self,
             "Consumer",
-            runtime=lambda_.Runtime.PYTHON_3_12,
+            code=code,
             architecture=architecture,
             handler="lambda_api.webhook_consumer.handler",
-            code=code,
             memory_size=256,
-            timeout=cdk.Duration.seconds(CONSUMER_TIMEOUT_S),
+            timeout_s=CONSUMER_TIMEOUT_S,
             environment={
                 "CALL_STORE": f"dynamodb://{table.table_name}",
                 "WEBHOOK_QUEUE_URL": self.queue.queue_url,
                 "WEBHOOK_DLQ_URL": self.dead_letters.queue_url,
                 "WEBHOOK_SECRET_SECRET_ARN": secrets.webhook_secret.secret_arn,
             },
-            log_group=logs.LogGroup(self, "ConsumerLogs", retention=logs.RetentionDays.ONE_MONTH),
             description="Phone voice agent: delivers end-of-call webhooks from SQS",
         )
         self.consumer.add_event_source(

@@ -47,6 +47,12 @@ class World:
         assert r.status_code == 201, r.text
         return r.json()["call_id"], r.json()["call_sid"]
 
+    async def streamed_call(self) -> tuple[str, str]:
+        """A call the media node bridges: its stream is claimed."""
+        call_id, call_sid = await self.call()
+        self.store.claim_stream(call_id, STREAM, "node-a", self.now())
+        return call_id, call_sid
+
     async def twilio_says(self, call_id: str, call_sid: str, status: str, **extra: str) -> None:
         path = f"/status/{call_id}"
         form = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "CallStatus": status, **extra}
@@ -73,8 +79,7 @@ async def world(twilio: TwilioRestStandIn, store: CallStore) -> AsyncIterator[Wo
 
 async def test_media_side_last_then_one_signed_delivery(twilio: TwilioRestStandIn, any_store: CallStore) -> None:
     async with world(twilio, any_store) as w:
-        call_id, call_sid = await w.call()
-        any_store.claim_stream(call_id, STREAM, "node-a", w.now())  # the media node bridges the call
+        call_id, call_sid = await w.streamed_call()
         await w.twilio_says(call_id, call_sid, "in-progress")
         await w.twilio_says(call_id, call_sid, "completed", CallDuration="61")
         assert await w.worker.run_once() == 0 and w.receiver.deliveries() == 0  # the media side is not done
@@ -101,8 +106,7 @@ async def test_status_last_and_calls_that_never_had_a_stream(
     twilio: TwilioRestStandIn, sqlite_store: CallStore
 ) -> None:
     async with world(twilio, sqlite_store) as w:
-        streamed, sid1 = await w.call()
-        sqlite_store.claim_stream(streamed, STREAM, "node-a", w.now())
+        streamed, sid1 = await w.streamed_call()
         assert await w.end_of_call.media_done(streamed, w.now()) is False  # Twilio has not said it is over
         await w.twilio_says(streamed, sid1, "completed")  # completes the pair
         busy, sid2 = await w.call()
@@ -151,8 +155,7 @@ async def test_a_media_node_that_never_reports_still_gets_the_webhook_out(
     twilio: TwilioRestStandIn, sqlite_store: CallStore
 ) -> None:
     async with world(twilio, sqlite_store) as w:
-        call_id, call_sid = await w.call()
-        sqlite_store.claim_stream(call_id, STREAM, "node-a", w.now())
+        call_id, call_sid = await w.streamed_call()
         await w.twilio_says(call_id, call_sid, "completed")
         advance(w.api, MEDIA_GRACE_S - 1)
         assert await w.worker.run_once() == 0  # still within the grace the media side has

@@ -32,11 +32,14 @@ class WebhookOutbox(Protocol):
 
 
 class StoreOutbox:
-    def __init__(self, store: AsyncCallStore) -> None:
+    def __init__(self, store: AsyncCallStore, on_enqueued: Callable[[], None] | None = None) -> None:
         self._store = store
+        self._on_enqueued = on_enqueued  # the worker of this process (`OutboxWorker.wake`): it looks at once
 
     async def enqueue(self, job: WebhookJob) -> None:
         await self._store.add_webhook_job(job, int(job.first_due_at) + JOB_KEPT_S)
+        if self._on_enqueued is not None:
+            self._on_enqueued()
 
 
 def sqs_client(queue_url: str) -> Any:

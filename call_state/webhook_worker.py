@@ -1,12 +1,13 @@
 """`OutboxWorker`: delivers the store outbox's due webhook jobs, in the all-in-one server (`all_in_one.py` runs it in
 the server's lifespan, beside the media node's store writer).
 
-Every `POLL_S` it claims up to `BATCH` due jobs (each under a lease, so the two colours of a blue/green upgrade
-sharing one SQLite file never attempt a job twice at once), attempts them concurrently, then removes the finished
-ones and sets the next due time of the others. The outbox is the store, so a restart loses nothing: jobs still due
-are claimed by the next process; a job whose attempt was cut short (the process died mid-request) is claimed again
-once its lease ends. The claim is a store query rather than an in-process event because due times (retries an hour
-out) and other processes (the other colour) add jobs too; one indexed query a second costs nothing measurable.
+It claims up to `BATCH` due jobs (each under a lease, so the two colours of a blue/green upgrade sharing one
+SQLite file never attempt a job twice at once), attempts them concurrently, then removes the finished ones and sets
+the next due time of the others. The outbox is the store, so a restart loses nothing: jobs still due are claimed
+by the next process; a job whose attempt was cut short (the process died mid-request) is claimed again once its
+lease ends. It looks at once when this process queued a job (`wake()`, wired to the control API's outbox), and
+otherwise every `POLL_S`: due times (retries an hour out) and other processes (the other colour, a media node's
+own outbox object) add jobs too, and one indexed query a second costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -41,12 +42,22 @@ class OutboxWorker:
         self._clock = clock
         self._poll_s = poll_s
         self._outage = OutageLog(log, "webhook outbox")
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """A job was queued in this process: look now rather than at the next poll."""
+        self._woken.set()
 
     async def run(self) -> None:
         """Until cancelled. Never raises for a store or network error."""
         while True:
+            self._woken.clear()
             if not await self.run_once():
-                await asyncio.sleep(self._poll_s)
+                try:
+                    async with asyncio.timeout(self._poll_s):
+                        await self._woken.wait()
+                except TimeoutError:
+                    pass
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due jobs; how many there were."""

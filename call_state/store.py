@@ -233,17 +233,15 @@ class CallStore(abc.ABC):
     call_end: CallEndStore
 
     def media_done(self, call_id: str, now: float) -> bool:
-        """The media node has written the call's last turns and figures. True to the one caller that completed the
-        pair (Twilio's terminal status came first): it queues the end-of-call webhook. Raise CallNotFound."""
+        """The media node wrote the call's last turns and figures. True to the one caller that completed the pair
+        (Twilio's terminal status came first): it queues the end-of-call webhook. Raise CallNotFound."""
         return self.call_end.media_done(call_id, now)
 
     def status_done(self, call_id: str, now: float) -> bool:
-        """Twilio reported a terminal status. True to the one caller that completed the pair: the media side was
-        done already, or the call never had a stream (busy, no answer, a failed dial). Raise CallNotFound.
-
-        Both are conditional writes (each side marks itself, then completes the pair only if the other side is
-        marked and nobody completed it yet), so of any number of concurrent or replayed calls exactly one gets True.
-        """
+        """Twilio reported a terminal status. True to the one caller that completed the pair (the media side was
+        done, or the call never had a stream). Like media_done a conditional write: each side marks itself, then
+        completes the pair only if the other is marked and nobody did yet; of any concurrent or replayed calls
+        exactly one gets True. Raise CallNotFound."""
         return self.call_end.status_done(call_id, now)
 
     def add_webhook_job(self, job: WebhookJob, expires_at: int) -> None:
@@ -252,8 +250,7 @@ class CallStore(abc.ABC):
         self.call_end.add_webhook_job(job, expires_at)
 
     def claim_webhook_jobs(self, now: float, lease_s: float, limit: int) -> list[WebhookJob]:
-        """Up to `limit` due jobs nobody holds, each leased to the caller for `lease_s` (a worker that dies mid-
-        attempt leaves its jobs to the next claim once the lease ends), oldest due first."""
+        """Up to `limit` due jobs nobody holds, oldest due first, each leased to the caller for `lease_s`."""
         return self.call_end.claim_webhook_jobs(now, lease_s, limit)
 
     def reschedule_webhook_job(self, job: WebhookJob, due_at: float) -> None:

@@ -43,7 +43,7 @@ async def _record_of(ctx: ControlContext, call_id: str, form: FormData, what: st
         log.warning("call %s (%s): %s for an unknown call", loggable(call_id, CALL_ID), shown(form), what)
         return None
     if record.call_sid and sid(form) != record.call_sid:
-        log.warning("call %s (%s): %s from CallSid %s: not this call's, ignored", call_id, record.call_sid, what,
+        log.warning("call %s (%s): %s from CallSid %s: not this call's, ignored", record.call_id, record.call_sid, what,
                     shown(form))  # fmt: skip
         return None
     return record
@@ -62,7 +62,7 @@ async def amd(call_id: str, request: Request) -> Response:
     if record is None:
         return Response(status_code=204)
     if record.answered_by:  # a replay, or a second answer: the first one decided what the agent does
-        log.info("call %s (%s): AMD said %s again (kept: %s)", call_id, record.call_sid, answered_by,
+        log.info("call %s (%s): AMD said %s again (kept: %s)", record.call_id, record.call_sid, answered_by,
                  record.answered_by)  # fmt: skip
         return Response(status_code=204)
     took_ms = ascii_int(text(form, "MachineDetectionDuration", 20))
@@ -70,7 +70,7 @@ async def amd(call_id: str, request: Request) -> Response:
         await ctx.store.update_call(record.call_id, ctx.clock(), answered_by=answered_by)
     except CallNotFound:
         return Response(status_code=204)
-    log.info("call %s (%s): answered by %s (detection %s ms)", call_id, record.call_sid, answered_by,
+    log.info("call %s (%s): answered by %s (detection %s ms)", record.call_id, record.call_sid, answered_by,
              "?" if took_ms is None else took_ms)  # fmt: skip
     return Response(status_code=204)
 
@@ -97,5 +97,5 @@ async def recording(call_id: str, request: Request) -> Response:
         await ctx.store.update_call(record.call_id, ctx.clock(), recording=made)
     except CallNotFound:
         return Response(status_code=204)
-    log.info("call %s (%s): recording %s, %s s", call_id, record.call_sid, recording_sid, made.duration_s)
+    log.info("call %s (%s): recording %s, %s s", record.call_id, record.call_sid, recording_sid, made.duration_s)
     return Response(status_code=204)

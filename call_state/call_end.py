@@ -37,8 +37,8 @@ class EndOfCall:
         self.outbox = outbox
 
     async def media_done(self, call_id: str, now: float) -> bool:
-        """The media side is done (its last turns and figures are written). True when this completed the pair and
-        the webhook is queued. An unknown or expired call is False; a store failure raises (retry it)."""
+        """The media side is done (its last turns and figures are written). True when this completed the pair (the
+        webhook, if the call has one, is then queued). An unknown call is False; a store failure raises (retry)."""
         try:
             if not await self.store.media_done(call_id, now):
                 return False

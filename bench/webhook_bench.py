@@ -14,18 +14,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
 from typing import Any
 
-import numpy as np
-
+from bench.control_bench import on_dynamodb_local, p50_p99
 from call_state.agent_actions import CallActions
 from call_state.async_store import AsyncCallStore
 from call_state.call_end import EndOfCall
-from call_state.dynamo_store import DynamoCallStore
 from call_state.outbound import OutboundClient
 from call_state.outbound_policy import OutboundPolicy
 from call_state.outbound_signature import WebhookSigner
@@ -35,7 +32,6 @@ from call_state.webhook_delivery import WebhookDelivery
 from call_state.webhook_jobs import deliver_job
 from call_state.webhook_outbox import StoreOutbox
 from call_state.webhook_worker import OutboxWorker
-from tests.standins import dynamodb_local
 from tests.standins.receiver import Receiver
 from tests.test_store_contract import make_record
 
@@ -87,32 +83,12 @@ async def delivery_ms(store: CallStore, n: int) -> tuple[list[float], list[float
     return attempts, end_to_end
 
 
-def p50_p99(values: list[float]) -> str:
-    return f"{np.percentile(values, 50):.2f} / {np.percentile(values, 99):.2f}"
-
-
-def dynamo_pair(n: int) -> list[float] | str:
-    problem = dynamodb_local.missing()
-    if problem:
-        return f"DynamoDB Local needs {problem}"
-    for name, value in (("AWS_ACCESS_KEY_ID", "benchKeyNotReal"), ("AWS_SECRET_ACCESS_KEY", "benchSecretNotReal")):
-        os.environ.setdefault(name, value)
-    endpoint, proc = dynamodb_local.start()
-    try:
-        store = DynamoCallStore.from_table_name("bench-calls", endpoint_url=endpoint, region="us-east-1")
-        store.create_table()
-        return pair_ms(store, n)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def run(quick: bool = False) -> list[dict[str, Any]]:
     n = 100 if quick else 500
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = pair_ms(SqliteCallStore(f"{tmp}/pair.db"), n)
         attempts, end_to_end = asyncio.run(delivery_ms(SqliteCallStore(f"{tmp}/hooks.db"), n // 2))
-    dynamo = dynamo_pair(n // 5)
+    dynamo = on_dynamodb_local(lambda store: pair_ms(store, n // 5))
     rows: list[dict[str, Any]] = [
         {"figure": "end of call: status_done + media_done (the pair), SQLite", "unit": "ms p50/p99",
          "ours": p50_p99(sqlite)},

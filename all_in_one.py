@@ -2,8 +2,8 @@
 
 `lambda_api` and `media_node` never import each other; this module is the only place that joins them: the
 control API asks the in-process node whether a dial would be bridged (drain, configuration, capacity), the media
-node's /healthz speaks for both planes, and the node's background work (store writes, heartbeat, the store's
-sweep) runs in the server's lifespan.
+node's /healthz speaks for both planes, and the background work runs in the server's lifespan: the node's (store
+writes, heartbeat, the store's sweep) and the end-of-call webhooks' (the store outbox's worker).
 """
 
 from __future__ import annotations
@@ -12,20 +12,27 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from call_state.call_end import EndOfCall, end_of_call_for
 from call_state.local_setup import public_url_warning, with_local_api_key, with_local_webhook_secret
 from call_state.settings import Settings, startup_settings
 from call_state.store import CallStore, open_store_or_exit
+from call_state.webhook_delivery import WebhookDelivery
+from call_state.webhook_outbox import StoreOutbox
+from call_state.webhook_worker import OutboxWorker
 from lambda_api.app import create_app
 from lambda_api.media_plane import LocalMediaPlane
-from media_node.app import media_routes, node_lifespan
+from media_node.app import media_routes
 from media_node.heartbeat import node_snapshot
 from media_node.node import MediaNode
 from media_node.server import run
+from media_node.task_scope import TaskScope
 
 log = logging.getLogger("all_in_one")
 
@@ -53,10 +60,33 @@ def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNod
     node = MediaNode(settings, store)
     missing = "" if settings.gemini_api_key else "GEMINI_API_KEY is not set"
     plane = LocalMediaPlane(lambda: node_snapshot(node, settings), not_configured_detail=missing)
-    control = create_app(settings, node.store, twilio=node.twilio, media_plane=plane)
-    app = Starlette(routes=[*media_routes(node), Mount("/", app=control)], lifespan=node_lifespan(node))  # type: ignore[arg-type]
+    end_of_call, worker = end_of_call_for(settings, node.store), None
+    if isinstance(end_of_call.outbox, StoreOutbox):  # else SQS (WEBHOOK_QUEUE_URL) and its consumer deliver
+        worker = OutboxWorker(node.store, WebhookDelivery(node.store, node.outbound))
+        end_of_call = EndOfCall(node.store, StoreOutbox(node.store, on_enqueued=worker.wake))
+    control = create_app(settings, node.store, twilio=node.twilio, media_plane=plane, outbound=node.outbound,
+                         end_of_call=end_of_call)  # fmt: skip
+    app = Starlette(routes=[*media_routes(node), Mount("/", app=control)], lifespan=server_lifespan(node, worker))
     app.state.node = node
     return app, node
+
+
+def server_lifespan(
+    node: MediaNode, worker: OutboxWorker | None
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The node's background work, and the webhook outbox's worker, for as long as the server runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with node.running(), TaskScope() as scope:
+            if worker is not None:
+                scope.spawn(worker.run(), name="webhook-outbox")
+            try:
+                yield
+            finally:
+                scope.cancel()  # jobs not yet delivered stay in the store for the next start
+
+    return lifespan
 
 
 def serve(settings: Settings, store: CallStore, console_line: str = "") -> None:

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -44,6 +45,7 @@ ACCOUNT_SID = "AC" + "7" * 32
 AUTH_TOKEN = "bench-auth-token-not-real"
 API_KEY = "bench-api-key-not-real-0123456789"
 API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+T = TypeVar("T")
 
 
 def cold_import_ms(runs: int) -> tuple[float, float]:
@@ -123,8 +125,8 @@ def warm(n: int, store: CallStore) -> dict[str, list[float]]:
     return times
 
 
-def dynamodb_local_times(n: int) -> dict[str, list[float]] | str:
-    """The same loop on a real DynamoDB Local (the Lambda's store), or why it could not run."""
+def on_dynamodb_local(measure: Callable[[CallStore], T]) -> T | str:
+    """`measure` run on a store in a real DynamoDB Local (the Lambda's store), or why it could not run."""
     problem = dynamodb_local.missing()
     if problem:
         return f"DynamoDB Local needs {problem}"
@@ -134,10 +136,15 @@ def dynamodb_local_times(n: int) -> dict[str, list[float]] | str:
     try:
         store = DynamoCallStore.from_table_name("bench-calls", endpoint_url=endpoint, region="us-east-1")
         store.create_table()
-        return warm(n, store)
+        return measure(store)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def dynamodb_local_times(n: int) -> dict[str, list[float]] | str:
+    """The same loop on a real DynamoDB Local, or why it could not run."""
+    return on_dynamodb_local(lambda store: warm(n, store))
 
 
 def p50_p99(values: list[float]) -> str:

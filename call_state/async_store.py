@@ -24,6 +24,7 @@ from call_state.record import (
 )
 from call_state.status_rules import StatusUpdate
 from call_state.store import CallPage, CallStore, IdempotencyClaim
+from call_state.webhook_jobs import WebhookJob
 
 T = TypeVar("T")
 
@@ -105,6 +106,24 @@ class AsyncCallStore:
 
     async def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
         return await self._run(self.store.node_heartbeats, now)
+
+    async def media_done(self, call_id: str, now: float) -> bool:
+        return await self._run(self.store.media_done, call_id, now)
+
+    async def status_done(self, call_id: str, now: float) -> bool:
+        return await self._run(self.store.status_done, call_id, now)
+
+    async def add_webhook_job(self, job: WebhookJob, expires_at: int) -> None:
+        await self._run(self.store.add_webhook_job, job, expires_at)
+
+    async def claim_webhook_jobs(self, now: float, lease_s: float, limit: int) -> list[WebhookJob]:
+        return await self._run(self.store.claim_webhook_jobs, now, lease_s, limit)
+
+    async def reschedule_webhook_job(self, job: WebhookJob, due_at: float) -> None:
+        await self._run(self.store.reschedule_webhook_job, job, due_at)
+
+    async def remove_webhook_job(self, job: WebhookJob) -> None:
+        await self._run(self.store.remove_webhook_job, job)
 
     async def sweep_expired(self, now: float) -> int:
         return await self._run(self.store.sweep_expired, now)

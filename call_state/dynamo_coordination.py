@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from call_state.dynamo_items import CONDITION_FAILED, error_code, n, page_through, s
+from call_state.dynamo_items import CONDITION_FAILED, error_code, n, partition_items, s
 from call_state.nodes import NodeHeartbeat
 from call_state.store import IdempotencyClaim, IdemState
 
@@ -149,12 +149,5 @@ class DynamoCoordination:
         )
 
     def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
-        items = page_through(
-            self._db.query,
-            TableName=self.table,
-            KeyConditionExpression="pk = :p",
-            FilterExpression="fresh_until > :now",
-            ExpressionAttributeValues={":p": s(NODES_PARTITION), ":now": n(now)},
-            ConsistentRead=True,
-        )
+        items = partition_items(self._db, self.table, NODES_PARTITION, "fresh_until > :now", {":now": n(now)})
         return [NodeHeartbeat.from_dict(json.loads(i["heartbeat"]["S"])) for i in items]

@@ -30,3 +30,10 @@ def page_through(query: Any, **kwargs: Any) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def partition_items(client: Any, table: str, pk: str, filter_expression: str, values: dict[str, Any]) -> list[Any]:
+    """Every item of partition `pk` that passes `filter_expression` (its values besides `:p`), read consistently."""
+    return page_through(client.query, TableName=table, KeyConditionExpression="pk = :p",
+                        FilterExpression=filter_expression, ExpressionAttributeValues={":p": s(pk), **values},
+                        ConsistentRead=True)  # fmt: skip

@@ -1,11 +1,12 @@
 """The DynamoDB call store: one table, one partition per call.
 
-Items under `pk = CALL#<id>`: `sk = META` (the record head, status, version), `STATUS#<status>` (each status
-event once), `TURN#<index>` (one per transcript turn) and `STREAM#<time>#<event>`; so no item grows with call
-length (400 KB item limit). Idempotency keys live under `pk = IDEM#<key>`. A GSI `by_created`
-(`gsi1pk = CALLS`, `gsi1sk = <created_at>#<id>`) lists calls newest first. Every item carries `expires_at`
-(TTL); reads filter on it because TTL deletion is lazy. Writes are conditional: create-once, one item per
-status, optimistic `version` on META so concurrent callbacks never lose an update.
+Items under `pk = CALL#<id>`: `sk = META` (the record head, status, version, the end-of-call marks),
+`STATUS#<status>` (each status event once), `TURN#<index>` (one per transcript turn), `STREAM#<time>#<event>` and
+`TOOL#<id>`; so no item grows with call length (400 KB item limit). Idempotency keys live under `pk = IDEM#<key>`,
+webhook jobs under `pk = WEBHOOKS` (call_state/dynamo_call_end.py). A GSI `by_created` (`gsi1pk = CALLS`,
+`gsi1sk = <created_at>#<id>`) lists calls newest first. Every item carries `expires_at` (TTL); reads filter on it
+because TTL deletion is lazy. Writes are conditional: create-once, one item per status, optimistic `version` on
+META so concurrent callbacks never lose an update.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from call_state.dynamo_call_end import DynamoCallEnd
 from call_state.dynamo_coordination import DynamoCoordination
 from call_state.dynamo_items import CONDITION_FAILED, TRANSACTION_CANCELED, error_code, n, page_through, s
 from call_state.record import (
@@ -70,6 +72,7 @@ class DynamoCallStore(CallStore):
         self._db = client
         self.table = table_name
         self.coordination: DynamoCoordination = DynamoCoordination(client, table_name)
+        self.call_end: DynamoCallEnd = DynamoCallEnd(client, table_name)
 
     @classmethod
     def from_table_name(

@@ -10,14 +10,14 @@ overriding.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from call_state.agent_actions import CallActions, load_tools_file, parse_actions
+from call_state.dotenv_file import load_environment as load_environment
+from call_state.dotenv_file import read_dotenv as read_dotenv
 from call_state.numbers import ascii_int
 from call_state.outbound_policy import parse_allowed_hosts
 
@@ -39,6 +39,7 @@ E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PREFIX = re.compile(r"^\+[0-9]{1,15}$")
 _LOCAL = re.compile(r"^(http|ws)://(127\.0\.0\.1|localhost)(:[0-9]+)?(/.*)?$")
 _NODE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SQS_URL = re.compile(r"^https://sqs\.([a-z0-9-]{1,30})\.amazonaws\.com(\.cn)?/[0-9]{12}/[A-Za-z0-9_-]{1,80}$")
 # The media node keeps up to this many sockets waiting for their `start` (beyond its live calls); the server's
 # connection cap must sit above it plus MAX_CONCURRENT_CALLS so a WebSocket flood meets the node's own rules first.
 MEDIA_PENDING_SOCKETS = 2000
@@ -85,6 +86,8 @@ class Settings:
     webhook_secret: str = ""  # signs tool calls and webhooks (all-in-one makes one on first start)
     webhook_allowed_hosts: frozenset[str] = frozenset()  # may be http:// and private (e.g. 127.0.0.1 for development)
     default_actions: CallActions = field(default_factory=CallActions)  # inbound calls: AGENT_TOOLS_FILE, ...
+    webhook_queue_url: str = ""  # AWS: end-of-call webhooks go through this SQS queue (else the store's outbox)
+    webhook_dlq_url: str = ""  # AWS, the webhook consumer: where a webhook goes after 24 h of failed attempts
     console_origins: tuple[str, ...] = ()  # more pages that may open /browser-stream (the console on API Gateway)
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -171,6 +174,13 @@ class _Parser:
             self.errors.append(f"{name}: {str(exc).split(':', 1)[-1].strip()}")
             return CallActions()
 
+    def sqs_url(self, name: str) -> str:
+        value = self.text(name)
+        if value and not SQS_URL.match(value):
+            self.errors.append(f"{name} must be an SQS queue URL like https://sqs.REGION.amazonaws.com/ACCOUNT/NAME")
+            return ""
+        return value
+
     def origins(self, name: str) -> tuple[str, ...]:
         values = tuple(o.strip().rstrip("/") for o in self.text(name).split(",") if o.strip())
         bad = [o for o in values if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", o)]
@@ -253,39 +263,16 @@ class _Parser:
             webhook_secret=webhook_secret,
             webhook_allowed_hosts=allowed_hosts,
             default_actions=self.actions(),
+            webhook_queue_url=self.sqs_url("WEBHOOK_QUEUE_URL"),
+            webhook_dlq_url=self.sqs_url("WEBHOOK_DLQ_URL"),
             console_origins=self.origins("CONSOLE_ORIGINS"),
         )
+        transfer_to = settings.default_actions.transfer_to
+        if transfer_to and not settings.is_destination_allowed(transfer_to):
+            self.errors.append("AGENT_TRANSFER_TO must start with a prefix in ALLOWED_DESTINATIONS")
         if self.errors:
             raise ConfigError("; ".join(self.errors))
         return settings
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a .env file: KEY=VALUE lines, optional quotes, '#' comments. Malformed lines are skipped."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            values[key] = value
-    return values
-
-
-def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
-    """The process environment plus `.env` (when present); real variables always win."""
-    env = dict(os.environ if environ is None else environ)
-    for key, value in read_dotenv(dotenv or Path(".env")).items():
-        env.setdefault(key, value)
-    return env
 
 
 def startup_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,8 +1,9 @@
 """The embedded call store: one SQLite file in WAL mode, for a laptop or a VPS (two processes during an upgrade).
 
 The connection, its lock and the one transaction helper live in `SqliteDb` (call_state/sqlite_db.py); keys,
-pacing windows and node heartbeats in `SqliteCoordination`. Status updates read and write inside one IMMEDIATE
-transaction, so concurrent callbacks (from threads or from another process) cannot lose an event.
+pacing windows and node heartbeats in `SqliteCoordination`; the end of a call and the webhook outbox in
+`SqliteCallEnd`. Status updates read and write inside one IMMEDIATE transaction, so concurrent callbacks (from
+threads or from another process) cannot lose an event.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from call_state.record import (
     ToolCallRecord,
     TranscriptTurn,
 )
+from call_state.sqlite_call_end import CALL_END_SCHEMA, SqliteCallEnd
 from call_state.sqlite_coordination import COORDINATION_SCHEMA, SqliteCoordination
 from call_state.sqlite_db import Connect, SqliteDb
 from call_state.status_rules import StatusUpdate, apply_status, history_order
@@ -58,17 +60,18 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     call_id TEXT NOT NULL, tool_call_id TEXT NOT NULL, call TEXT NOT NULL, PRIMARY KEY (call_id, tool_call_id));
 CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_CHILDREN = ("status_events", "turns", "stream_events", "tool_calls")
+_CHILDREN = ("status_events", "turns", "stream_events", "tool_calls", "webhook_jobs")
 
 
 class SqliteCallStore(CallStore):
     def __init__(self, path: str, *, connect: Connect = sqlite3.connect) -> None:
-        self._db = SqliteDb(path, _SCHEMA + COORDINATION_SCHEMA, connect=connect)
+        self._db = SqliteDb(path, _SCHEMA + COORDINATION_SCHEMA + CALL_END_SCHEMA, connect=connect)
         columns = self._db.columns("calls")
         for column in ("stream_sid", "media_node"):  # files written by 0.1 lack them
             if column not in columns:
                 self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
         self.coordination: SqliteCoordination = SqliteCoordination(self._db)
+        self.call_end: SqliteCallEnd = SqliteCallEnd(self._db)
 
     # --- call records
 

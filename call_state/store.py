@@ -6,7 +6,9 @@ Backends: `SqliteCallStore` (embedded default) and `DynamoCallStore` (AWS). Both
 
 Every read takes `now` and treats a row whose `expires_at` has passed as gone (TTL deletion is lazy; SQLite also
 deletes them in `sweep_expired`). Besides call records the store keeps what the control plane coordinates on
-across processes and Lambda instances: Idempotency-Key claims, per-key pacing windows and media-node heartbeats.
+across processes and Lambda instances: Idempotency-Key claims, per-key pacing windows and media-node heartbeats;
+and the end of each call: which of its two sides (Twilio's terminal status, the media node's last writes) have
+reported, and the jobs of the end-of-call webhook when the store is the outbox (the all-in-one server).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from call_state.record import (
     TranscriptTurn,
 )
 from call_state.status_rules import StatusUpdate
+from call_state.webhook_jobs import WebhookJob
 
 MAX_PAGE_SIZE = 100
 
@@ -91,6 +94,23 @@ class Coordination(Protocol):
     def put_node_heartbeat(self, heartbeat: NodeHeartbeat, ttl_seconds: int) -> None: ...
 
     def node_heartbeats(self, now: float) -> list[NodeHeartbeat]: ...
+
+
+class CallEndStore(Protocol):
+    """The end of a call and the webhook outbox, of one backend; `CallStore` exposes them under the same names and
+    documents them."""
+
+    def media_done(self, call_id: str, now: float) -> bool: ...
+
+    def status_done(self, call_id: str, now: float) -> bool: ...
+
+    def add_webhook_job(self, job: WebhookJob, expires_at: int) -> None: ...
+
+    def claim_webhook_jobs(self, now: float, lease_s: float, limit: int) -> list[WebhookJob]: ...
+
+    def reschedule_webhook_job(self, job: WebhookJob, due_at: float) -> None: ...
+
+    def remove_webhook_job(self, job: WebhookJob) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -207,6 +227,39 @@ class CallStore(abc.ABC):
     def node_heartbeats(self, now: float) -> list[NodeHeartbeat]:
         """The fresh heartbeats of every node, in node_id order."""
         return self.coordination.node_heartbeats(now)
+
+    # --- the end of a call (each backend sets `self.call_end`, see `CallEndStore`)
+
+    call_end: CallEndStore
+
+    def media_done(self, call_id: str, now: float) -> bool:
+        """The media node wrote the call's last turns and figures. True to the one caller that completed the pair
+        (Twilio's terminal status came first): it queues the end-of-call webhook. Raise CallNotFound."""
+        return self.call_end.media_done(call_id, now)
+
+    def status_done(self, call_id: str, now: float) -> bool:
+        """Twilio reported a terminal status. True to the one caller that completed the pair (the media side was
+        done, or the call never had a stream). Like media_done a conditional write: each side marks itself, then
+        completes the pair only if the other is marked and nobody did yet; of any concurrent or replayed calls
+        exactly one gets True. Raise CallNotFound."""
+        return self.call_end.status_done(call_id, now)
+
+    def add_webhook_job(self, job: WebhookJob, expires_at: int) -> None:
+        """Queue a webhook job, due at `job.first_due_at` (the store as outbox). A job of the same call and kind
+        already queued stays as it is."""
+        self.call_end.add_webhook_job(job, expires_at)
+
+    def claim_webhook_jobs(self, now: float, lease_s: float, limit: int) -> list[WebhookJob]:
+        """Up to `limit` due jobs nobody holds, oldest due first, each leased to the caller for `lease_s`."""
+        return self.call_end.claim_webhook_jobs(now, lease_s, limit)
+
+    def reschedule_webhook_job(self, job: WebhookJob, due_at: float) -> None:
+        """Due again at `due_at`, lease released."""
+        self.call_end.reschedule_webhook_job(job, due_at)
+
+    def remove_webhook_job(self, job: WebhookJob) -> None:
+        """The job is finished (delivered, given up, or nothing to send)."""
+        self.call_end.remove_webhook_job(job)
 
     # --- housekeeping
 

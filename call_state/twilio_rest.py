@@ -1,6 +1,7 @@
-"""A small async client for the two Twilio REST calls both planes make: place a call, end a call.
+"""A small async client for the Twilio REST calls both planes make: place a call, end it, hand it to a person,
+and fetch a call's recording.
 
-Twilio's own library is synchronous (requests) unless aiohttp is added; two form POSTs do not justify either on
+Twilio's own library is synchronous (requests) unless aiohttp is added; a few form POSTs do not justify either on
 the hot path or in Lambda's cold start, so this is httpx with the base URL and transport injected (tests point it
 at a loopback stand-in). Errors keep Twilio's `code` and `message` so the API can pass them on.
 """
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CALL_ALREADY_ENDED = 20404
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+RECORDING_SID = re.compile(r"RE[0-9a-fA-F]{32}")
+RECORDING_FORMATS = ("wav", "mp3")
 
 
 def dial_twiml(number: str, caller_id: str) -> str:
@@ -93,20 +96,7 @@ class TwilioRestClient:
         except httpx.HTTPError as exc:
             maybe_done = not isinstance(exc, _NOT_SENT)
             raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}", maybe_done=maybe_done) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        if response.status_code >= 300:
-            code = body.get("code")
-            raise TwilioError(
-                response.status_code,
-                ascii_int(code),
-                str(body.get("message") or response.reason_phrase or "error"),
-            )
-        return body
+        return _answer(response)
 
     async def create_call(self, form: Mapping[str, str | Sequence[str]]) -> dict[str, Any]:
         """POST Calls.json; returns Twilio's call resource (with `sid` and `status`)."""
@@ -133,7 +123,49 @@ class TwilioRestClient:
             raise TwilioError(400, None, "transfer numbers must be E.164")
         await self._post(f"/Calls/{call_sid}.json", {"Twiml": dial_twiml(number, caller_id)})
 
+    def recording_url(self, recording_sid: str) -> str:
+        """The recording's resource URL in our account (its audio: the same with `.wav` or `.mp3`)."""
+        return f"{self._base}/Recordings/{recording_sid}"
+
+    async def open_recording(self, recording_sid: str, fmt: str) -> httpx.Response:
+        """The recording's audio as a streaming response (the caller reads and closes it). Redirects are followed
+        (httpx drops our credentials on a redirect to another host); a non-2xx answer raises TwilioError."""
+        if not RECORDING_SID.fullmatch(recording_sid) or fmt not in RECORDING_FORMATS:
+            raise TwilioError(400, None, "not a recording SID and format")
+        client = self._http()
+        request = client.build_request("GET", f"{self.recording_url(recording_sid)}.{fmt}")
+        try:
+            response = await client.send(request, stream=True, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise TwilioError(0, None, f"Twilio unreachable: {type(exc).__name__}") from exc
+        if response.status_code < 300:
+            return response
+        try:
+            await response.aread()  # an error body is small; the client's timeouts bound it
+        finally:
+            await response.aclose()
+        _answer(response)
+        raise TwilioError(response.status_code, None, "unexpected answer")  # not reached: _answer raised
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """Twilio's JSON answer, or TwilioError with its status, code and message."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if response.status_code >= 300:
+        code = body.get("code")
+        raise TwilioError(
+            response.status_code,
+            ascii_int(code),
+            str(body.get("message") or response.reason_phrase or "error"),
+        )
+    return body

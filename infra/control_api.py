@@ -38,7 +38,8 @@ class ControlApi(Construct):
     ) -> None:
         super().__init__(scope, cid)
         arch = lambda_.Architecture.ARM_64 if architecture == "arm64" else lambda_.Architecture.X86_64
-        code = lambda_.Code.from_asset(
+        self.architecture = arch
+        self.code = code = lambda_.Code.from_asset(
             str(ROOT / "lambda_api"),  # the bundler adds call_state and the wheels; this path is only a hash source
             bundling=cdk.BundlingOptions(
                 image=lambda_.Runtime.PYTHON_3_12.bundling_image,
@@ -47,17 +48,15 @@ class ControlApi(Construct):
             ),
             asset_hash_type=cdk.AssetHashType.OUTPUT,
         )  # fmt: skip
-        self.function = lambda_.Function(
+        self.function = bundle_function(
             self,
             "Function",
-            runtime=lambda_.Runtime.PYTHON_3_12,
+            code=code,
             architecture=arch,
             handler="lambda_api.handler.handler",
-            code=code,
             memory_size=512,
-            timeout=cdk.Duration.seconds(15),
+            timeout_s=15,
             environment={**environment, **secrets.environment(), "CALL_STORE": f"dynamodb://{table.table_name}"},
-            log_group=logs.LogGroup(self, "FunctionLogs", retention=logs.RetentionDays.ONE_MONTH),
             description="Phone voice agent control API (FastAPI + Mangum)",
         )
         table.grant_read_write_data(self.function)
@@ -82,3 +81,32 @@ class ControlApi(Construct):
     @property
     def url(self) -> str:
         return self.api.api_endpoint
+
+
+def bundle_function(
+    scope: Construct,
+    cid: str,
+    *,
+    code: lambda_.Code,
+    architecture: lambda_.Architecture,
+    handler: str,
+    memory_size: int,
+    timeout_s: int,
+    environment: dict[str, str],
+    description: str,
+) -> lambda_.Function:
+    """A function running the control plane's bundle (the API, the webhook consumer): Python 3.12, logs kept a
+    month in a log group of its own (`<cid>Logs`)."""
+    return lambda_.Function(
+        scope,
+        cid,
+        runtime=lambda_.Runtime.PYTHON_3_12,
+        architecture=architecture,
+        handler=handler,
+        code=code,
+        memory_size=memory_size,
+        timeout=cdk.Duration.seconds(timeout_s),
+        environment=environment,
+        log_group=logs.LogGroup(scope, f"{cid}Logs", retention=logs.RetentionDays.ONE_MONTH),
+        description=description,
+    )

@@ -70,7 +70,7 @@ class MediaFleet(Construct):
             self, "NodeSecurityGroup", vpc=vpc, allow_all_outbound=True, description="Voice agent fleet node: 80"
         )
         self.node_security_group.add_ingress_rule(self.nlb_security_group, ec2.Port.tcp(80), "NLB and its checks")
-        role = node_role(self, table, secrets)
+        self.role = role = node_role(self, table, secrets)
         release = MediaRelease(self, "Source", source_path=source_path)
         release.grant_read(role)
         role.add_to_policy(iam.PolicyStatement(

@@ -1,7 +1,8 @@
 """Secrets Manager: what both planes read at start. No secret value is in the template, env vars or user data.
 
 - `provider`: one JSON secret the operator fills with one command (Twilio account + token, Gemini key);
-- `api_key`, `stream_token`: generated here, because we own them.
+- `api_key`, `stream_token`, `webhook_secret`: generated here, because we own them (read the webhook secret with the
+  WebhookSecretArn output and give it to the servers that receive our tool calls and webhooks).
 The planes get `<NAME>_SECRET_ARN` variables and resolve them at start (call_state/secrets.py).
 """
 
@@ -31,6 +32,7 @@ class AppSecrets(Construct):
         )
         self.api_key = self._generated("ApiKey", "Bearer key for /make-call and /calls")
         self.stream_token = self._generated("StreamTokenSecret", "HMAC key binding media streams to calls")
+        self.webhook_secret = self._generated("WebhookSecret", "HMAC key signing tool calls and end-of-call webhooks")
 
     def _generated(self, cid: str, description: str) -> secretsmanager.Secret:
         return secretsmanager.Secret(
@@ -44,8 +46,9 @@ class AppSecrets(Construct):
         arns = {f"{key}_SECRET_ARN": self.provider.secret_arn for key in PROVIDER_KEYS}
         arns["API_KEY_SECRET_ARN"] = self.api_key.secret_arn
         arns["STREAM_TOKEN_SECRET_SECRET_ARN"] = self.stream_token.secret_arn
+        arns["WEBHOOK_SECRET_SECRET_ARN"] = self.webhook_secret.secret_arn
         return arns
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
-        for secret in (self.provider, self.api_key, self.stream_token):
+        for secret in (self.provider, self.api_key, self.stream_token, self.webhook_secret):
             secret.grant_read(grantee)

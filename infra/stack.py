@@ -14,6 +14,7 @@ from infra.media_fleet import MediaFleet
 from infra.media_node import MediaNodeHost
 from infra.secrets import AppSecrets
 from infra.table import CallTable
+from infra.webhook_queue import WebhookQueue
 
 SECRET_TEMPLATE = '{"TWILIO_ACCOUNT_SID":"AC...","TWILIO_AUTH_TOKEN":"...","GEMINI_API_KEY":"..."}'  # noqa: S105 - placeholders, not a secret
 
@@ -55,10 +56,15 @@ class VoiceAgentStack(cdk.Stack):
             },
             architecture=str(ctx("lambdaArchitecture") or "x86_64"),
         )
+        webhooks = WebhookQueue(self, "Webhooks", code=control.code, architecture=control.architecture,
+                                table=table.table, secrets=secrets)  # fmt: skip
+        control.function.add_environment("WEBHOOK_QUEUE_URL", webhooks.queue_url)
+        webhooks.grant_enqueue(control.function)
         nodes = context_int(ctx("mediaNodes"), "mediaNodes", 1, 1, 100)
         grace = context_int(ctx("drainGraceSeconds"), "drainGraceSeconds", 600, 0, 3600)
         instance_type = str(ctx("instanceType") or "t3.small")
-        media_env = {**shared, "MEDIA_STREAM_URL": stream_url or "wss://set-mediaDomain.invalid/stream"}
+        media_env = {**shared, "MEDIA_STREAM_URL": stream_url or "wss://set-mediaDomain.invalid/stream",
+                     "WEBHOOK_QUEUE_URL": webhooks.queue_url}  # fmt: skip
         if nodes >= 2:
             if not media_domain:
                 raise ValueError("fleet mode (-c mediaNodes=N) needs -c mediaDomain=... for the NLB's certificate")
@@ -80,6 +86,7 @@ class VoiceAgentStack(cdk.Stack):
             cdk.CfnOutput(self, "MediaNlbDns", value=fleet.load_balancer.load_balancer_dns_name,
                           description="point mediaDomain's CNAME here")  # fmt: skip
             cdk.CfnOutput(self, "MediaAsgName", value=fleet.asg_name, description="the media nodes' group")
+            webhooks.grant_enqueue(fleet.role)
         else:
             media = MediaNodeHost(
                 self,
@@ -92,6 +99,7 @@ class VoiceAgentStack(cdk.Stack):
                 email=email,
                 grace_s=grace,
             )
+            webhooks.grant_enqueue(media.role)
             cdk.CfnOutput(self, "MediaNodeIp", value=media.elastic_ip.ref,
                           description="point mediaDomain's A record here")  # fmt: skip
             cdk.CfnOutput(self, "MediaNodeInstanceId", value=media.instance.instance_id, description="for SSM sessions")
@@ -106,6 +114,13 @@ class VoiceAgentStack(cdk.Stack):
         cdk.CfnOutput(self, "TableName", value=table.table.table_name)
         cdk.CfnOutput(self, "ProviderSecretArn", value=secrets.provider.secret_arn)
         cdk.CfnOutput(self, "ApiKeySecretArn", value=secrets.api_key.secret_arn)
+        cdk.CfnOutput(self, "WebhookSecretArn", value=secrets.webhook_secret.secret_arn,
+                      description="WEBHOOK_SECRET: your servers check our tool calls and webhooks with it")  # fmt: skip
+        cdk.CfnOutput(self, "WebhookDeadLetterQueueUrl", value=webhooks.dead_letters.queue_url,
+                      description="end-of-call webhooks not delivered within 24 h")  # fmt: skip
+        cdk.CfnOutput(self, "WebhookRedriveCommand", value=cdk.Fn.join("", [
+            "aws sqs start-message-move-task --source-arn ", webhooks.dead_letters.queue_arn,
+            " --destination-arn ", webhooks.queue.queue_arn]), description="send them again, once each")  # fmt: skip
         cdk.CfnOutput(
             self,
             "SetSecretCommand",

@@ -12,24 +12,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from call_state import __version__ as VERSION
 from call_state.async_store import AsyncCallStore
+from call_state.call_end import EndOfCall, end_of_call_for
 from call_state.nodes import PlaneState, live_window_seconds
+from call_state.outbound import OutboundClient
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.twilio_rest import TwilioRestClient
-from lambda_api import browser_calls, calls, console_routes, make_call, webhooks
+from lambda_api import browser_calls, call_events, calls, console_routes, make_call, recordings, webhooks
 from lambda_api.context import ControlContext
 from lambda_api.errors import install_error_handlers
 from lambda_api.idempotency import IdempotencyKeys
-from lambda_api.limits import DEFAULT_MAX_BYTES, FORM_MAX_BYTES, JSON_MAX_BYTES, BodyLimits
+from lambda_api.limits import DEFAULT_MAX_BYTES, FORM_MAX_BYTES, JSON_MAX_BYTES, MAKE_CALL_MAX_BYTES, BodyLimits
 from lambda_api.media_plane import MediaPlane, StoreMediaPlane
 from lambda_api.pacing import CallPacing
 
 log = logging.getLogger("lambda_api.requests")
-_WEBHOOKS = ("/twiml/", "/status/", "/stream-status/", "/incoming")
+_WEBHOOKS = ("/twiml/", "/status/", "/stream-status/", "/incoming", "/amd/", "/recording/")
 
 
 def body_limit(path: str) -> int:
-    if path in ("/make-call", "/browser-calls"):
+    if path == "/make-call":
+        return MAKE_CALL_MAX_BYTES
+    if path == "/browser-calls":
         return JSON_MAX_BYTES
     if path.startswith(_WEBHOOKS):
         return FORM_MAX_BYTES
@@ -66,8 +70,12 @@ def create_app(
     twilio: TwilioRestClient | None = None,
     clock: Callable[[], float] = time.time,
     media_plane: MediaPlane | None = None,
+    outbound: OutboundClient | None = None,
+    end_of_call: EndOfCall | None = None,
 ) -> FastAPI:
-    """`media_plane` defaults to the nodes' heartbeats in the store (Lambda); all-in-one passes its own node."""
+    """`media_plane` defaults to the nodes' heartbeats in the store (Lambda); all-in-one passes its own node.
+    `outbound` (URL checks) defaults to the client WEBHOOK_SECRET makes; `end_of_call` to SQS when
+    WEBHOOK_QUEUE_URL is set, else the store's outbox."""
     app = FastAPI(title="Phone voice agent: control API", version=VERSION, docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
     async_store = store if isinstance(store, AsyncCallStore) else AsyncCallStore(store)
@@ -77,7 +85,9 @@ def create_app(
         media_plane or StoreMediaPlane(async_store),
         CallPacing(async_store, settings.make_call_rate_per_min),
         IdempotencyKeys(async_store, clock),
+        end_of_call or end_of_call_for(settings, async_store),
         twilio,
+        outbound,
         clock,
     )
     app.state.ctx = ctx
@@ -85,6 +95,8 @@ def create_app(
     app.include_router(make_call.router)
     app.include_router(calls.router)
     app.include_router(webhooks.router)
+    app.include_router(call_events.router)
+    app.include_router(recordings.router)
     app.include_router(browser_calls.router)
     app.include_router(console_routes.router)
     app.add_middleware(BodyLimits, limit_for=body_limit)

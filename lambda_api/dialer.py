@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from call_state.agent_actions import CallActions
 from call_state.ids import is_call_sid
 from call_state.nodes import RING_TIMEOUT_SECONDS, live_window_seconds
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent
@@ -43,7 +44,9 @@ def agent_settings(body: AgentRequest, s: Settings) -> AgentSettings:
     )
 
 
-def outbound_record(ctx: ControlContext, call_id: str, body: MakeCallRequest, now: float) -> CallRecord:
+def outbound_record(
+    ctx: ControlContext, call_id: str, body: MakeCallRequest, actions: CallActions, now: float
+) -> CallRecord:
     s = ctx.settings
     agent = agent_settings(body, s)
     return CallRecord(
@@ -56,10 +59,16 @@ def outbound_record(ctx: ControlContext, call_id: str, body: MakeCallRequest, no
         expires_at=int(now) + s.call_ttl_days * 86400,
         metadata=body.metadata or {},
         status_history=(StatusEvent(CallStatus.CREATED, now, None, "api"),),
+        actions=actions,
     )
 
 
-def dial_form(ctx: ControlContext, call_id: str, body: MakeCallRequest, base: str) -> dict[str, str | list[str]]:
+def dial_form(
+    ctx: ControlContext, call_id: str, body: MakeCallRequest, actions: CallActions, base: str
+) -> dict[str, str | list[str]]:
+    """Twilio's Calls.json form. `voicemail` asks for async answering machine detection that waits for the beep
+    (DetectMessageEnd), `machine_detection` for the quick kind (Enable) only to record `answered_by`; both report
+    to /amd/{call_id}. `record` asks for a dual-channel recording reported to /recording/{call_id}."""
     s = ctx.settings
     form: dict[str, str | list[str]] = {
         "To": body.destination_number,
@@ -72,8 +81,21 @@ def dial_form(ctx: ControlContext, call_id: str, body: MakeCallRequest, base: st
         "Timeout": str(RING_TIMEOUT_SECONDS),
         "TimeLimit": str(s.max_call_seconds),
     }
-    if body.machine_detection:
-        form.update({"MachineDetection": "Enable", "AsyncAmd": "true"})
+    if actions.voicemail is not None or body.machine_detection:
+        form.update({
+            "MachineDetection": "DetectMessageEnd" if actions.voicemail is not None else "Enable",
+            "AsyncAmd": "true",
+            "AsyncAmdStatusCallback": f"{base}/amd/{call_id}",
+            "AsyncAmdStatusCallbackMethod": "POST",
+        })  # fmt: skip
+    if actions.record:
+        form.update({
+            "Record": "true",
+            "RecordingChannels": "dual",
+            "RecordingStatusCallback": f"{base}/recording/{call_id}",
+            "RecordingStatusCallbackMethod": "POST",
+            "RecordingStatusCallbackEvent": "completed",
+        })  # fmt: skip
     return form
 
 
@@ -82,12 +104,19 @@ class Dialer:
         self.ctx = ctx
 
     async def dial(
-        self, call_id: str, body: MakeCallRequest, base: str, capacity: int, claim: KeyClaim | None
+        self,
+        call_id: str,
+        body: MakeCallRequest,
+        actions: CallActions,
+        base: str,
+        capacity: int,
+        claim: KeyClaim | None,
     ) -> dict[str, Any]:
         ctx = self.ctx
         now = ctx.clock()
         try:
-            await self._record(outbound_record(ctx, call_id, body, now), capacity, resumed=claim is not None)
+            record = outbound_record(ctx, call_id, body, actions, now)
+            await self._record(record, capacity, resumed=claim is not None)
             if claim is not None and not await ctx.keys.mark_dialling(claim):
                 await self._cancel(call_id, "not dialled: a retry with the same Idempotency-Key took over")
                 raise ApiError(409, "in_progress", "a request with this Idempotency-Key is still in progress",
@@ -97,7 +126,7 @@ class Dialer:
                 await ctx.keys.release(claim)  # nothing was dialled
             raise
         try:
-            created = await ctx.twilio.create_call(dial_form(ctx, call_id, body, base))
+            created = await ctx.twilio.create_call(dial_form(ctx, call_id, body, actions, base))
         except TwilioError as exc:
             raise await self._refused_or_unknown(call_id, exc, claim) from None
         sid = created.get("sid")
@@ -147,6 +176,7 @@ class Dialer:
         await persist("status", call_id, lambda: ctx.store.apply_status(call_id, failed, now))
         error = f"Twilio {exc.code}: {exc.message}"[:1000]
         await persist("error", call_id, lambda: ctx.store.update_call(call_id, now, error=error))
+        await persist("end of call", call_id, lambda: ctx.end_of_call.status_done(call_id, now))  # no stream: over
         if claim is not None:
             await ctx.keys.release(claim)  # Twilio said no: nothing was dialled, a retry may try again
         return ApiError(502, "twilio_error", exc.message, twilio_code=exc.code, twilio_status=exc.status)

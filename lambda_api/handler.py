@@ -19,6 +19,7 @@ from call_state.store import open_store
 from lambda_api.app import create_app
 
 logging.getLogger().setLevel(logging.INFO)
+log = logging.getLogger("lambda_api.handler")
 _adapter: Mangum | None = None
 
 
@@ -26,6 +27,9 @@ def _build() -> Mangum:
     settings = Settings.from_env(resolve_secret_arns(os.environ))
     store = open_store(settings.call_store, dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
                        region=settings.aws_region)  # fmt: skip
+    if not settings.webhook_queue_url:  # the CDK app always sets it
+        log.warning("WEBHOOK_QUEUE_URL is not set: end-of-call webhooks wait in the store's outbox, which only an "
+                    "all-in-one server delivers")  # fmt: skip
     base_path = os.environ.get("API_BASE_PATH", "/")  # a named stage, e.g. "/prod"
     return Mangum(create_app(settings, store), lifespan="off", api_gateway_base_path=base_path)
 

@@ -25,7 +25,8 @@ from call_state.numbers import ascii_int
 from lambda_api.errors import ApiError
 
 FORM_MAX_BYTES = 64 * 1024  # Twilio's webhooks are a few KB
-JSON_MAX_BYTES = 32 * 1024  # /make-call: an 8,000-character prompt and 4 KB of metadata fit
+JSON_MAX_BYTES = 32 * 1024  # /browser-calls: an 8,000-character prompt and 4 KB of metadata fit
+MAKE_CALL_MAX_BYTES = 128 * 1024  # /make-call: the same, and 16 tools with their JSON schemas
 DEFAULT_MAX_BYTES = 4 * 1024  # routes that take no body
 BODY_TIMEOUT_S = 10.0  # the whole body must arrive within this (a slow-body client holds nothing longer)
 JSON_MAX_DEPTH = 16

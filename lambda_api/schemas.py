@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from call_state.agent_actions import CallActions, parse_actions
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 MAX_METADATA_BYTES = 4096
@@ -35,5 +37,17 @@ class AgentRequest(BaseModel):
 
 
 class MakeCallRequest(AgentRequest):
+    """The agent fields, the destination, and what the agent may do (validated by call_state.agent_actions:
+    `actions()` raises ValueError("field: why"), answered as a 422 naming the field)."""
+
     destination_number: str = Field(pattern=E164_PATTERN, description="E.164, e.g. +584121234567")
-    machine_detection: bool = False
+    machine_detection: StrictBool = False  # AMD without a reaction: the record gets `answered_by` (see docs)
+    tools: list[Any] | None = None
+    transfer_to: str | None = None
+    voicemail: dict[str, Any] | None = None
+    record: StrictBool = False
+    webhook_url: str | None = None
+
+    def actions(self) -> CallActions:
+        return parse_actions({"tools": self.tools, "transfer_to": self.transfer_to, "voicemail": self.voicemail,
+                              "record": self.record, "webhook_url": self.webhook_url})  # fmt: skip

@@ -1,4 +1,6 @@
-"""Twilio webhooks: TwiML when a call is answered, status callbacks, stream status, inbound calls.
+"""Twilio webhooks: TwiML when a call is answered, status callbacks, stream status, inbound calls (AMD and
+recording callbacks: lambda_api/call_events.py). A terminal status is the control plane's side of the end of the
+call (call_state/call_end.py: the end-of-call webhook goes out once the media side is done too).
 
 Every request is signature-checked first (403 otherwise; 415 unless urlencoded). Unknown or expired calls get a
 2xx (a hang-up TwiML, or an empty answer) so Twilio does not retry or play an error, and store nothing. Replays
@@ -16,7 +18,7 @@ import re
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData
 
-from call_state.ids import CALL_ID, CALL_SID, STREAM_SID, loggable
+from call_state.ids import CALL_ID, STREAM_SID, loggable
 from call_state.nodes import live_window_seconds
 from call_state.numbers import ascii_int
 from call_state.record import AgentSettings, CallRecord, CallStatus, Direction, StatusEvent, StreamEvent
@@ -25,28 +27,13 @@ from call_state.store import CallExists, CallNotFound, NoCapacity
 from lambda_api.auth import public_base, twilio_form
 from lambda_api.context import ControlContext, ctx_of
 from lambda_api.errors import ApiError
+from lambda_api.form_fields import shown, sid, text
 from lambda_api.twiml import connect_stream, hang_up, reject_busy
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 XML = "application/xml"
 _PHONE = re.compile(r"\+?[0-9]{1,20}|client:[A-Za-z0-9_.-]{1,64}|sip:[!-~]{1,120}|[A-Za-z0-9 _.-]{1,40}")
-
-
-def _text(form: FormData, name: str, limit: int = 200) -> str:
-    value = form.get(name)
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def _sid(form: FormData, name: str = "CallSid", pattern: re.Pattern[str] = CALL_SID) -> str:
-    """The SID if it has Twilio's format, else "" (never stored or logged as sent)."""
-    value = _text(form, name, 64)
-    return value if pattern.fullmatch(value) else ""
-
-
-def _shown(form: FormData, name: str = "CallSid") -> str:
-    """For log lines: the SID, or a short repr of whatever came instead."""
-    return loggable(form.get(name), CALL_SID)
 
 
 def _xml(twiml: str) -> Response:
@@ -69,13 +56,13 @@ async def answer(call_id: str, request: Request) -> Response:
     record = await ctx.store.get_call(call_id[:128], ctx.clock())
     if record is None:
         log.warning(
-            "call %s (%s): TwiML asked for an unknown call: hanging up", loggable(call_id, CALL_ID), _shown(form)
+            "call %s (%s): TwiML asked for an unknown call: hanging up", loggable(call_id, CALL_ID), shown(form)
         )
         return _xml(hang_up())
     if record.stream_sid:  # a replay after the stream started: no new token, the call is bridged already
-        log.warning("call %s (%s): TwiML asked again after the stream was claimed: hanging up", call_id, _shown(form))
+        log.warning("call %s (%s): TwiML asked again after the stream was claimed: hanging up", call_id, shown(form))
         return _xml(hang_up())
-    log.info("call %s (%s): answered, connecting the stream", call_id, _shown(form))
+    log.info("call %s (%s): answered, connecting the stream", call_id, shown(form))
     return _stream_twiml(request, ctx, call_id)
 
 
@@ -83,16 +70,16 @@ async def answer(call_id: str, request: Request) -> Response:
 async def status(call_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
-    reported = parse_twilio_status(_text(form, "CallStatus"))
+    reported = parse_twilio_status(text(form, "CallStatus"))
     if reported is None:
         return Response(status_code=204)
-    call_id, call_sid = call_id[:128], _sid(form)
+    call_id, call_sid = call_id[:128], sid(form)
     details = [f"{k}={v}" for k in ("SipResponseCode", "CallDuration", "ErrorCode")
-               if (v := ascii_int(_text(form, k, 20))) is not None]  # fmt: skip
-    if re.fullmatch(r"[a-z_]{1,40}", answered_by := _text(form, "AnsweredBy", 40)):
+               if (v := ascii_int(text(form, k, 20))) is not None]  # fmt: skip
+    if re.fullmatch(r"[a-z_]{1,40}", answered_by := text(form, "AnsweredBy", 40)):
         details.append(f"AnsweredBy={answered_by}")
     now = ctx.clock()
-    event = StatusEvent(reported, now, ascii_int(_text(form, "SequenceNumber", 20)), "twilio", " ".join(details))
+    event = StatusEvent(reported, now, ascii_int(text(form, "SequenceNumber", 20)), "twilio", " ".join(details))
     try:
         update = await ctx.store.apply_status(call_id, event, now)
         if call_sid and not reported.is_terminal:  # early callbacks fill in a SID our own write may have lost
@@ -101,10 +88,12 @@ async def status(call_id: str, request: Request) -> Response:
                 await ctx.store.update_call(call_id, now, call_sid=call_sid)
     except CallNotFound:
         log.warning(
-            "call %s (%s): status %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), reported.value
+            "call %s (%s): status %s for an unknown call", loggable(call_id, CALL_ID), shown(form), reported.value
         )
         return Response(status_code=204)
-    log.info("call %s (%s): %s -> %s", call_id, _shown(form), reported.value, update.status.value)
+    log.info("call %s (%s): %s -> %s", call_id, shown(form), reported.value, update.status.value)
+    if reported.is_terminal:  # the control plane's side of the end of the call (the webhook, once both are done)
+        await ctx.end_of_call.status_done(call_id, now)
     return Response(status_code=204)
 
 
@@ -112,16 +101,16 @@ async def status(call_id: str, request: Request) -> Response:
 async def stream_status(call_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
-    name = _text(form, "StreamEvent", 40)
+    name = text(form, "StreamEvent", 40)
     event_name = name if re.fullmatch(r"[a-z-]{1,40}", name) else "unknown"
-    event = StreamEvent(event_name, ctx.clock(), _sid(form, "StreamSid", STREAM_SID), _text(form, "StreamError", 1000))
+    event = StreamEvent(event_name, ctx.clock(), sid(form, "StreamSid", STREAM_SID), text(form, "StreamError", 1000))
     try:
         await ctx.store.add_stream_event(call_id[:128], event)
     except CallNotFound:
-        log.warning("call %s (%s): stream %s for an unknown call", loggable(call_id, CALL_ID), _shown(form), event_name)
+        log.warning("call %s (%s): stream %s for an unknown call", loggable(call_id, CALL_ID), shown(form), event_name)
         return Response(status_code=204)
     level = logging.WARNING if event.error else logging.INFO
-    log.log(level, "call %s (%s): %s %r", call_id, _shown(form), event.event, event.error[:200])
+    log.log(level, "call %s (%s): %s %r", call_id, shown(form), event.event, event.error[:200])
     return Response(status_code=204)
 
 
@@ -134,9 +123,9 @@ def inbound_call_id(call_sid: str) -> str:
 async def incoming(request: Request) -> Response:
     ctx = ctx_of(request)
     form = await twilio_form(request, ctx)
-    call_sid = _sid(form)
+    call_sid = sid(form)
     if not call_sid:
-        log.warning("inbound call with CallSid %s: not a Twilio call, hanging up", _shown(form))
+        log.warning("inbound call with CallSid %s: not a Twilio call, hanging up", shown(form))
         return _xml(hang_up())
     s, now = ctx.settings, ctx.clock()
     call_id = inbound_call_id(call_sid)
@@ -151,6 +140,7 @@ async def incoming(request: Request) -> Response:
         expires_at=int(now) + s.call_ttl_days * 86400,
         call_sid=call_sid,
         status_history=(StatusEvent(CallStatus.CREATED, now, None, "api"),),
+        actions=s.default_actions,  # AGENT_TOOLS_FILE, AGENT_TRANSFER_TO, AGENT_WEBHOOK_URL
     )
     try:
         if not admission.ok:
@@ -165,12 +155,12 @@ async def incoming(request: Request) -> Response:
         existing = await ctx.store.get_call(call_id, now)
         if existing is None or existing.stream_sid:
             return _xml(hang_up())
-    reported = parse_twilio_status(_text(form, "CallStatus"))
+    reported = parse_twilio_status(text(form, "CallStatus"))
     if reported is not None:
         await ctx.store.apply_status(call_id, StatusEvent(reported, now, None, "twilio"), now)
     return _stream_twiml(request, ctx, call_id)
 
 
 def _phone(form: FormData, name: str) -> str:
-    value = _text(form, name, 120)
+    value = text(form, name, 120)
     return value if _PHONE.fullmatch(value) else ""

@@ -14,7 +14,9 @@ import httpx
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
+from call_state.call_end import EndOfCall
 from call_state.nodes import NodeHeartbeat
+from call_state.outbound import OutboundClient
 from call_state.settings import Settings
 from call_state.store import CallStore
 from call_state.twilio_rest import TwilioRestClient
@@ -79,6 +81,8 @@ async def control_api(
     media_plane: MediaPlane | None = None,
     node: bool = True,
     twilio_client: TwilioRestClient | None = None,
+    outbound: OutboundClient | None = None,
+    end_of_call: EndOfCall | None = None,
     **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The control app over ASGI; with `node`, a healthy media node has reported in through the store."""
@@ -86,7 +90,8 @@ async def control_api(
     if node and media_plane is None:
         beat(store, clock)
     settings = settings_for(twilio, **overrides)
-    app = create_app(settings, store, twilio=twilio_client, clock=clock, media_plane=media_plane)
+    app = create_app(settings, store, twilio=twilio_client, clock=clock, media_plane=media_plane, outbound=outbound,
+                     end_of_call=end_of_call)  # fmt: skip
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 reaches the test as a server sends it
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         client.app = app  # type: ignore[attr-defined]

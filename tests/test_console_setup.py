@@ -159,24 +159,34 @@ def test_make_call_places_a_call_and_says_where_to_watch(tmp_path: Path) -> None
         assert down.returncode == 1 and "is `make run` running?" in down.stderr
 
 
-def test_readme_curl_block_works_as_pasted(tmp_path: Path) -> None:
+def run_readme_block(
+    tmp_path: Path, heading: str, dotenv: str = "", env: dict[str, str] | None = None
+) -> tuple[str, list[dict[str, list[str]]]]:
+    """The first bash block after README's `heading`, run as pasted against a real `python -m all_in_one` (the Twilio
+    REST stand-in in place of Twilio); its stdout and the forms of the calls it dialled."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## The API with curl") :]
+    section = readme[readme.index(heading) :]
     block = section[section.index("```bash\n") + 8 : section.index("\n```", section.index("```bash\n"))]
     port = free_port()
     with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         (tmp_path / ".env").write_text(
             f"TWILIO_ACCOUNT_SID={ACCOUNT_SID}\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nTWILIO_PHONE_NUMBER=+15550001111\n"
             f"TWILIO_API_BASE_URL={twilio.base_url}\nALLOWED_DESTINATIONS=+1\nPORT={port}\nHOST=127.0.0.1\n"
-            f"PUBLIC_URL=http://127.0.0.1:{port}\nGEMINI_API_KEY=test-gemini-key-not-real\n"
+            f"PUBLIC_URL=http://127.0.0.1:{port}\nGEMINI_API_KEY=test-gemini-key-not-real\n{dotenv}"
         )
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "API_KEY", "PUBLIC_URL", "PORT"))}
+        clean.update(env or {})
         with all_in_one(tmp_path, {"PYTHONPATH": str(ROOT)}):
             shell = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=clean,
                                    capture_output=True, text=True, timeout=60)  # fmt: skip
         assert shell.returncode == 0, shell.stderr
-        assert twilio.dials == 1 and twilio.created[0]["To"] == ["+15551234567"]
-    answer, record, listing = shell.stdout.strip().splitlines()
+        return shell.stdout, list(twilio.created)
+
+
+def test_readme_curl_block_works_as_pasted(tmp_path: Path) -> None:
+    stdout, dialled = run_readme_block(tmp_path, "## The API with curl")
+    assert len(dialled) == 1 and dialled[0]["To"] == ["+15551234567"]
+    answer, record, listing = stdout.strip().splitlines()
     call_id = json.loads(answer)["call_id"]
     assert json.loads(record)["call_id"] == call_id and json.loads(record)["status"] == "queued"
     assert [c["call_id"] for c in json.loads(listing)["calls"]] == [call_id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -20,7 +21,8 @@ from call_state.settings import Settings
 from call_state.sqlite_store import SqliteCallStore
 from media_node.node import MediaNode
 from media_node.server import DrainingServer, uvicorn_config
-from tests.control_helpers import make_call, settings_for
+from tests.control_helpers import make_call, settings_for, signed
+from tests.standins.receiver import Receiver
 from tests.standins.twilio_rest import TwilioRestStandIn
 from tests.test_store_contract import make_record
 
@@ -87,3 +89,32 @@ async def test_the_store_sweep_runs_while_the_server_does(tmp_path: Path) -> Non
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)  # the lifespan ends the sweep task with the server
+
+
+async def test_the_server_delivers_end_of_call_webhooks_at_once(twilio: TwilioRestStandIn, tmp_path: Path) -> None:
+    secret = "test-webhook-secret-not-real-0123"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    with Receiver(secret.encode()) as receiver:
+        settings = settings_for(twilio, webhook_secret=secret, webhook_allowed_hosts=frozenset({"127.0.0.1"}),
+                                port=sock.getsockname()[1])  # fmt: skip
+        app, node = build_app(settings, SqliteCallStore(str(tmp_path / "calls.db")))
+        server = DrainingServer(uvicorn_config(app, settings), node, 1)
+        server.config.log_level = "warning"
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as api:
+                async with asyncio.timeout(10):
+                    while not server.started:
+                        await asyncio.sleep(0.01)
+                body = {"destination_number": "+15551230000", "webhook_url": receiver.url("/events")}
+                placed = (await make_call(api, body)).json()
+                path, form = f"/status/{placed['call_id']}", {"CallSid": placed["call_sid"], "CallStatus": "busy"}
+                ended = time.time()
+                assert (await api.post(path, **signed(path, form))).status_code == 204
+                (sent,) = await asyncio.to_thread(receiver.wait_for, 1, "/events", 5)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)  # the lifespan ends the worker with the server
+    assert sent.signature_ok and sent.json["call"]["status"] == "busy"
+    assert sent.at - ended < 0.5  # the worker is woken by the enqueue, not left to its next look

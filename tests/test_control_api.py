@@ -15,6 +15,7 @@ from call_state.record import CallStatus, Direction
 from call_state.store import CallStore
 from call_state.tokens import StreamTokens
 from lambda_api.app import create_app
+from lambda_api.limits import MAKE_CALL_MAX_BYTES
 from tests.control_helpers import (
     API_KEY,
     AUTH,
@@ -80,7 +81,7 @@ async def test_make_call_needs_the_key(api: httpx.AsyncClient, headers: dict[str
             422,
             "system_prompt",
         ),
-        (b"{" + b" " * 40000 + b"}", 413, None),
+        (b"{" + b" " * MAKE_CALL_MAX_BYTES + b"}", 413, None),
     ],
 )
 async def test_bad_bodies_are_precise_and_never_dial(

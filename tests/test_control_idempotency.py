@@ -128,9 +128,8 @@ async def test_a_crash_mid_dial_never_dials_again(
     from lambda_api.dialer import outbound_record
 
     call_id = "c_" + "e" * 24
-    any_store.create_call(
-        outbound_record(ctx, call_id, parse_body(b'{"destination_number": "+15551230000"}', MakeCallRequest), now)
-    )
+    body = parse_body(b'{"destination_number": "+15551230000"}', MakeCallRequest)
+    any_store.create_call(outbound_record(ctx, call_id, body, body.actions(), now))
     any_store.claim_idempotency_key(stored_key(), body_hash(), call_id, "died", now, 86400, LEASE_S)
     assert any_store.mark_idempotency_dialling(stored_key(), "died", now)
     assert (await make_call(api, **KEY)).status_code == 409

@@ -20,7 +20,10 @@ from twilio.request_validator import RequestValidator
 
 from call_state.dynamo_store import DynamoCallStore
 from call_state.nodes import NodeHeartbeat
+from call_state.record import Recording
+from call_state.webhook_jobs import JobKind, WebhookJob
 from lambda_api import handler as lambda_handler
+from lambda_api.recordings import LAMBDA_MAX_BYTES
 from tests.standins.twilio_rest import TwilioRestStandIn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apigw"
@@ -62,7 +65,16 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[TwilioRestStandIn]:
             "ALLOWED_DESTINATIONS": "+1",
             "MEDIA_STREAM_URL": "wss://media.example.com/stream",
         }
-        for key in ("PUBLIC_URL", "API_KEY", "TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "API_BASE_PATH"):
+        for key in (
+            "PUBLIC_URL",
+            "API_KEY",
+            "TWILIO_AUTH_TOKEN",
+            "STREAM_TOKEN_SECRET",
+            "API_BASE_PATH",
+            "WEBHOOK_SECRET",
+            "WEBHOOK_QUEUE_URL",
+            "WEBHOOK_ALLOWED_HOSTS",
+        ):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -184,3 +196,53 @@ def test_bad_configuration_fails_with_one_line(lambda_env: TwilioRestStandIn, mo
     lambda_handler.reset()
     with pytest.raises(ValueError, match="PUBLIC_URL must start with https://"):
         invoke(load("healthz_default_stage.json"))
+
+
+def get_event(path: str, query: str = "") -> dict[str, Any]:
+    event = load("healthz_default_stage.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["rawQueryString"] = query
+    event["headers"]["authorization"] = f"Bearer {API_KEY}"
+    return event
+
+
+def test_the_recording_through_mangum_is_base64_and_bounded(lambda_env: TwilioRestStandIn) -> None:
+    call_id = json.loads(make_call()["body"])["call_id"]
+    store = DynamoCallStore.from_table_name("calls", region="us-east-1")
+    small, large = "RE" + "1" * 32, "RE" + "2" * 32
+    lambda_env.recordings[small] = b"ID3" + bytes(range(256)) * 1000
+    lambda_env.recordings[large] = b"RIFF" + b"\x00" * LAMBDA_MAX_BYTES  # an hour of WAV does not fit Lambda
+    store.update_call(call_id, time.time(), recording=Recording(small, "https://api.twilio.com/x", 60.0))
+    r = invoke(get_event(f"/calls/{call_id}/recording", "format=mp3"))
+    assert r["statusCode"] == 200 and r["isBase64Encoded"] is True
+    assert r["headers"]["content-type"] == "audio/mpeg"
+    assert base64.b64decode(r["body"]) == lambda_env.recordings[small]
+    store.update_call(call_id, time.time(), recording=Recording(large, "https://api.twilio.com/x", 3600.0))
+    too_large = invoke(get_event(f"/calls/{call_id}/recording"))
+    assert too_large["statusCode"] == 502
+    assert json.loads(too_large["body"])["error"]["code"] == "recording_too_large"
+
+
+def test_the_end_of_call_webhook_is_queued_in_sqs(
+    lambda_env: TwilioRestStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="webhooks")["QueueUrl"]
+    secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="voice/webhook", SecretString="test-webhook-secret-not-real-0123")["ARN"]  # fmt: skip
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", queue)
+    monkeypatch.setenv("WEBHOOK_SECRET_SECRET_ARN", secret)
+    monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+    lambda_handler.reset()
+    event = load("make_call_default_stage.json")
+    event["headers"]["authorization"] = f"Bearer {API_KEY}"
+    event["body"] = json.dumps({"destination_number": "+15551230000", "webhook_url": "http://127.0.0.1:9/events"})
+    placed = invoke(event)
+    assert placed["statusCode"] == 201, placed["body"]
+    call_id = json.loads(placed["body"])["call_id"]
+    form = {"CallSid": "CA" + "8" * 32, "CallStatus": "busy", "SequenceNumber": "3"}
+    url = f"https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/status/{call_id}"
+    assert invoke(status_event("status_default_stage.json", call_id, form, url))["statusCode"] == 204
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    (job,) = [WebhookJob.from_json(m["Body"]) for m in messages]  # the deadline job is delayed: not visible yet
+    assert job.call_id == call_id and job.kind is JobKind.DELIVER

@@ -19,7 +19,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from call_state.store import CallStore
-from lambda_api.limits import BodyLimits, json_depth
+from lambda_api.limits import MAKE_CALL_MAX_BYTES, BodyLimits, json_depth
 from tests.body_attacks import ATTACKS, DiskWatch, chunked_upload, peak_rss_kib
 from tests.control_helpers import ACCOUNT_SID, API_KEY, AUTH, AUTH_TOKEN, control_api, make_call
 from tests.standins.processes import free_port, wait_for_port
@@ -51,7 +51,7 @@ async def test_chunked_json_stops_at_the_limit(api: httpx.AsyncClient, twilio: T
     r = await api.post("/make-call", content=body, headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
     assert r.headers["connection"] == "close"  # the rest is never read
-    assert body.pulled <= 2 * 65536 and twilio.dials == 0
+    assert body.pulled <= MAKE_CALL_MAX_BYTES + 65536 and twilio.dials == 0
 
 
 async def test_declared_length_over_the_limit_is_refused_unread(api: httpx.AsyncClient) -> None:
@@ -67,7 +67,8 @@ async def test_unauthenticated_bodies_are_never_read(api: httpx.AsyncClient) -> 
     assert r.status_code == 401 and r.headers["connection"] == "close" and body.pulled <= 65536
 
 
-@pytest.mark.parametrize("path", ["/status/c_x", "/incoming", "/twiml/c_x", "/stream-status/c_x"])
+@pytest.mark.parametrize("path", ["/status/c_x", "/incoming", "/twiml/c_x", "/stream-status/c_x", "/amd/c_x",
+                                  "/recording/c_x"])  # fmt: skip
 async def test_webhook_bodies_stop_at_64_kib(api: httpx.AsyncClient, path: str) -> None:
     body = Pulled(100 * 2**20, b"a=" + b"b" * 65534)
     headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "bogus"}

@@ -88,7 +88,12 @@ def test_lambda_bundle_imports_under_python312(cloud_assembly: Path) -> None:
     assert not (bundle / "numpy").exists()  # the control plane does not carry numpy
     assert list(bundle.glob("pydantic_core/*x86_64*.so"))  # manylinux wheels for the Lambda architecture
     proc = subprocess.run(
-        [python312, "-c", "import lambda_api.handler as h; assert callable(h.handler); print('ok')"],
+        [
+            python312,
+            "-c",
+            "import lambda_api.handler as h, lambda_api.webhook_consumer as c; "
+            "assert callable(h.handler) and callable(c.handler); print('ok')",
+        ],
         cwd=bundle,
         capture_output=True,
         text=True,

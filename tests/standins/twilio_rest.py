@@ -1,11 +1,13 @@
-"""A loopback stand-in for Twilio's REST API (Calls create and update), over real HTTP.
+"""A loopback stand-in for Twilio's REST API (Calls create and update, Recordings media), over real HTTP.
 
 A threading HTTP server on 127.0.0.1 so it serves sync callers (Mangum) and async ones alike. It checks Basic
-auth, records every form it receives (repeated fields such as StatusCallbackEvent kept as lists), answers like
-Twilio (201 with a CA sid) or with a configured Twilio error, and counts dials.
+auth, records every form it receives (repeated fields such as StatusCallbackEvent kept as lists: the AMD and
+recording fields of a create, the Twiml of an update), answers like Twilio (201 with a CA sid) or with a
+configured Twilio error, counts dials, and serves recordings' audio (`.wav` / `.mp3`) put in `recordings`.
 
     with TwilioRestStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         settings = replace(settings, twilio_api_base_url=twilio.base_url)
+        twilio.recordings["RE..."] = b"RIFF..."
         ...
         assert twilio.dials == 1 and twilio.created[0]["To"] == ["+1555..."]
 """
@@ -33,6 +35,9 @@ class TwilioRestStandIn:
         self.created: list[dict[str, list[str]]] = []
         self.updates: list[tuple[str, dict[str, list[str]]]] = []
         self.error: tuple[int, dict[str, Any]] | None = None  # answer every create with this
+        self.update_error: tuple[int, dict[str, Any]] | None = None  # answer every update (hang-up, transfer) with this
+        self.recordings: dict[str, bytes] = {}  # RecordingSid -> audio, served as .wav and .mp3
+        self.media_requests: list[tuple[str, str]] = []  # (path, Authorization header) of every recording fetch
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -68,10 +73,35 @@ class TwilioRestStandIn:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a timeout test)
 
-            def do_POST(self) -> None:
+            def _authorised(self) -> bool:
                 expected = base64.b64encode(f"{standin.account_sid}:{standin.auth_token}".encode()).decode()
-                if self.headers.get("Authorization") != f"Basic {expected}":
-                    self._answer(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                if self.headers.get("Authorization") == f"Basic {expected}":
+                    return True
+                self._answer(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                return False
+
+            def do_GET(self) -> None:
+                with standin._lock:
+                    standin.media_requests.append((self.path, self.headers.get("Authorization", "")))
+                if not self._authorised():
+                    return
+                base = re.escape(f"/2010-04-01/Accounts/{standin.account_sid}/Recordings/")
+                match = re.fullmatch(base + r"(RE[0-9a-f]{32})\.(wav|mp3)", self.path)
+                audio = standin.recordings.get(match.group(1)) if match else None
+                if match is None or audio is None:
+                    self._answer(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
+                    return
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "audio/x-wav" if match.group(2) == "wav" else "audio/mpeg")
+                    self.send_header("Content-Length", str(len(audio)))
+                    self.end_headers()
+                    self.wfile.write(audio)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self) -> None:
+                if not self._authorised():
                     return
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
                 base = f"/2010-04-01/Accounts/{standin.account_sid}/Calls"
@@ -90,7 +120,10 @@ class TwilioRestStandIn:
                 if match:
                     with standin._lock:
                         standin.updates.append((match.group(1), form))
-                    self._answer(200, {"sid": match.group(1), "status": form.get("Status", [""])[0]})
+                    if standin.update_error is not None:
+                        self._answer(*standin.update_error)
+                        return
+                    self._answer(200, {"sid": match.group(1), "status": form.get("Status", ["in-progress"])[0]})
                     return
                 self._answer(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
 

@@ -19,8 +19,10 @@ from dataclasses import replace
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from call_state.async_store import AsyncCallStore
 from call_state.call_end import EndOfCall, end_of_call_for
 from call_state.local_setup import public_url_warning, with_local_api_key, with_local_webhook_secret
+from call_state.outbound import outbound_client
 from call_state.settings import Settings, startup_settings
 from call_state.store import CallStore, open_store_or_exit
 from call_state.webhook_delivery import WebhookDelivery
@@ -57,13 +59,14 @@ def main() -> None:
 
 def build_app(settings: Settings, store: CallStore) -> tuple[Starlette, MediaNode]:
     """The media routes first (/stream, /browser-stream, /healthz for both planes, /metrics), then the control API."""
-    node = MediaNode(settings, store)
+    async_store, outbound = AsyncCallStore(store), outbound_client(settings)
+    end_of_call, worker = end_of_call_for(settings, async_store), None
+    if isinstance(end_of_call.outbox, StoreOutbox):  # else SQS (WEBHOOK_QUEUE_URL) and its consumer deliver
+        worker = OutboxWorker(async_store, WebhookDelivery(async_store, outbound))
+        end_of_call = EndOfCall(async_store, StoreOutbox(async_store, on_enqueued=worker.wake))
+    node = MediaNode(settings, async_store, outbound=outbound, end_of_call=end_of_call)
     missing = "" if settings.gemini_api_key else "GEMINI_API_KEY is not set"
     plane = LocalMediaPlane(lambda: node_snapshot(node, settings), not_configured_detail=missing)
-    end_of_call, worker = end_of_call_for(settings, node.store), None
-    if isinstance(end_of_call.outbox, StoreOutbox):  # else SQS (WEBHOOK_QUEUE_URL) and its consumer deliver
-        worker = OutboxWorker(node.store, WebhookDelivery(node.store, node.outbound))
-        end_of_call = EndOfCall(node.store, StoreOutbox(node.store, on_enqueued=worker.wake))
     control = create_app(settings, node.store, twilio=node.twilio, media_plane=plane, outbound=node.outbound,
                          end_of_call=end_of_call)  # fmt: skip
     app = Starlette(routes=[*media_routes(node), Mount("/", app=control)], lifespan=server_lifespan(node, worker))

@@ -21,7 +21,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUITES = ["bench.audio_bench", "bench.bridge_bench", "bench.load_bench", "bench.control_bench", "bench.console_bench"]
+SUITES = [
+    "bench.audio_bench",
+    "bench.bridge_bench",
+    "bench.load_bench",
+    "bench.control_bench",
+    "bench.webhook_bench",
+    "bench.console_bench",
+]
 COLUMNS = ["ours", "pipecat", "audioop", "baseline"]
 
 

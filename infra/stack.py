@@ -63,8 +63,9 @@ class VoiceAgentStack(cdk.Stack):
         nodes = context_int(ctx("mediaNodes"), "mediaNodes", 1, 1, 100)
         grace = context_int(ctx("drainGraceSeconds"), "drainGraceSeconds", 600, 0, 3600)
         instance_type = str(ctx("instanceType") or "t3.small")
+        # CONSOLE_ORIGINS: the console is served by the API (API Gateway, or publicUrl); its pages open /browser-stream.
         media_env = {**shared, "MEDIA_STREAM_URL": stream_url or "wss://set-mediaDomain.invalid/stream",
-                     "WEBHOOK_QUEUE_URL": webhooks.queue_url}  # fmt: skip
+                     "WEBHOOK_QUEUE_URL": webhooks.queue_url, "CONSOLE_ORIGINS": public_url or control.url}  # fmt: skip
         if nodes >= 2:
             if not media_domain:
                 raise ValueError("fleet mode (-c mediaNodes=N) needs -c mediaDomain=... for the NLB's certificate")

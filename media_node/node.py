@@ -12,6 +12,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from call_state.async_store import AsyncCallStore
+from call_state.call_end import EndOfCall, end_of_call_for
 from call_state.outbound import OutboundClient, outbound_client
 from call_state.settings import Settings
 from call_state.store import CallStore
@@ -48,6 +49,7 @@ class MediaNode:
         connector: GeminiConnector | None = None,
         node_id: str = "",
         outbound: OutboundClient | None = None,
+        end_of_call: EndOfCall | None = None,
     ) -> None:
         self.settings = settings
         self.store = store if isinstance(store, AsyncCallStore) else AsyncCallStore(store)
@@ -59,6 +61,9 @@ class MediaNode:
         self.connector = connector or WebSocketConnector(settings.gemini_live_url, settings.gemini_api_key)
         # The user's tools (signed requests); without WEBHOOK_SECRET tool calls answer Gemini with an error.
         self.outbound = outbound or outbound_client(settings)
+        # Where the node says a call's media side is done (its last turns and figures are written): the control
+        # plane's status callback is the other side, and whichever completes the pair queues the webhook.
+        self.end_of_call = end_of_call or end_of_call_for(settings, self.store)
         self.node_id = node_id or settings.node_id  # NODE_ID, default hostname:port (what claims and heartbeats say)
         secret = settings.stream_token_secret.encode()
         self.gate = StreamGate(

@@ -62,6 +62,8 @@ async def handle_stream(node: MediaNode, socket: TwilioSocket, headers: Mapping[
             bridge.writes.figures(figures)
             if browser:  # no Twilio status callback will ever say a browser call is over
                 bridge.writes.ended(outcome)
+            elif admitted.record.actions.webhook_url:  # the last write: the media side of the call is done
+                ctx.write("end of call", lambda: node.end_of_call.media_done(ctx.call_id, ctx.clock()))
         await socket.close(1000, "call ended")
         node.call_ended(outcome)
     ctx.log.info("ended (%s: %s)", outcome.value, lifecycle.reason)

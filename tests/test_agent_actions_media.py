@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from call_state.agent_actions import CallActions, ToolSpec, Voicemail, VoicemailAction
-from call_state.record import CallStatus
+from call_state.record import CallStatus, StatusEvent
+from call_state.webhook_delivery import WebhookDelivery
+from call_state.webhook_worker import OutboxWorker
 from tests.standins.gemini_server import GeminiStandIn, tone_pcm24
 from tests.standins.media_harness import MediaHarness, memory_media_node
 from tests.standins.receiver import Receiver
@@ -232,3 +234,34 @@ async def test_a_person_answering_changes_nothing(answered_by: str, tmp_path: Pa
         assert h.node.active_calls == 1 and h.rest.hangups == [] and not caller.clears
         assert session.texts == ["Greet the caller."]
         await caller.stop()
+
+
+# --- the end of a bridged call ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("twilio_first", [False, True])
+async def test_a_bridged_calls_webhook_goes_out_once_both_ends_are_done(twilio_first: bool, tmp_path: Path) -> None:
+    with Receiver(SECRET) as receiver:
+        async with GeminiStandIn(reply_ms=300) as gemini, node(gemini, tmp_path) as h:
+            h.new_call("call-1", actions=CallActions(webhook_url=receiver.url("/events")))
+            worker = OutboxWorker(h.node.store, WebhookDelivery(h.node.store, h.node.outbound))
+            caller = await h.caller("call-1").connect()
+            await gemini.session(0)
+            await caller.wait_for(lambda: len(caller.played) >= 300 * 8 - 160)
+
+            async def twilio_says_completed() -> bool:  # what the control plane's /status does
+                now = time.time()
+                await h.node.store.apply_status("call-1", StatusEvent(CallStatus.COMPLETED, now), now)
+                return await h.node.end_of_call.status_done("call-1", now)
+
+            if twilio_first:
+                assert not await twilio_says_completed()  # the node has not written its last turn yet
+            await caller.stop()
+            await h.calls_done()  # the node's last write: its side of the end is done
+            if not twilio_first:
+                assert await twilio_says_completed()
+            assert await worker.run_once() == 1
+            (delivery,) = receiver.received
+            assert delivery.signature_ok and delivery.json["event"] == "call.ended"
+            call = delivery.json["call"]
+            assert call["call_id"] == "call-1" and [t["text"] for t in call["transcript"]] == ["Hello, how can I help?"]
+            assert call["figures"]["audio_out_seconds"] > 0
+            assert await worker.run_once() == 0 and receiver.deliveries() == 1  # once

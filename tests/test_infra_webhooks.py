@@ -126,3 +126,15 @@ def test_who_may_queue_and_who_consumes(mode: str, single: dict[str, Any]) -> No
     assert "WEBHOOK_QUEUE_URL" in control_fn["Properties"]["Environment"]["Variables"]
     assert "WEBHOOK_QUEUE_URL=" in json.dumps(raw)  # the media node's install command carries it
     assert "WebhookSecretArn" in raw["Outputs"] and "WebhookDeadLetterQueueUrl" in raw["Outputs"]
+
+
+@pytest.mark.parametrize("mode", ["single", "fleet"])
+def test_the_media_nodes_accept_the_consoles_origin(mode: str, single: dict[str, Any]) -> None:
+    """The console is served by the API (API Gateway's own URL): Talk opens /browser-stream on the media nodes."""
+    raw = single if mode == "single" else synth(mediaNodes="2")
+    text = json.dumps(raw)
+    assert "CONSOLE_ORIGINS=" in text
+    start = text.index("CONSOLE_ORIGINS=")
+    assert "execute-api" in text[start : start + 400] or "HttpApi" in text[start : start + 400]
+    custom = synth(publicUrl="https://api.example.com")
+    assert "CONSOLE_ORIGINS=https://api.example.com" in json.dumps(custom)

@@ -90,7 +90,8 @@ def test_loopback_public_url_warning(env: dict[str, str], warns: bool) -> None:
 
 @contextmanager
 def all_in_one(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """`python -m all_in_one` in `cwd`; yields the process and its stderr lines up to the console line."""
+    """`python -m all_in_one` in `cwd`; yields the process and its stderr lines once it serves (uvicorn's
+    "Application startup complete": the console line comes before the server listens)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GEMINI_", "API_KEY", "PUBLIC_URL"))}
     proc = subprocess.Popen([sys.executable, "-m", "all_in_one"], cwd=cwd, env={**clean, **env}, text=True,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -98,7 +99,7 @@ def all_in_one(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Pope
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("console: " in line for line in lines):
+        while time.monotonic() < deadline and not any("Application startup complete" in line for line in lines):
             line = proc.stderr.readline()
             if not line:
                 break

@@ -32,7 +32,7 @@ from lambda_api.app import create_app
 from lambda_api.media_plane import LocalMediaPlane
 from media_node.app import media_routes
 from media_node.heartbeat import node_snapshot
-from media_node.node import MediaNode
+from media_node.node import MediaNode, tune_gc
 from media_node.server import run
 from media_node.task_scope import TaskScope
 
@@ -94,6 +94,7 @@ def server_lifespan(
 
 def serve(settings: Settings, store: CallStore, console_line: str = "") -> None:
     app, node = build_app(settings, store)
+    tune_gc()
     missing = settings.missing_credentials()
     if missing:
         log.warning("missing credentials: %s (the server runs; /make-call answers 503)", ", ".join(missing))

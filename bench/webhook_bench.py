@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from bench.control_bench import on_dynamodb_local, p50_p99
+from bench.node_process import bench_call
 from call_state.agent_actions import CallActions
 from call_state.async_store import AsyncCallStore
 from call_state.call_end import EndOfCall
@@ -33,7 +34,6 @@ from call_state.webhook_jobs import deliver_job
 from call_state.webhook_outbox import StoreOutbox
 from call_state.webhook_worker import OutboxWorker
 from tests.standins.receiver import Receiver
-from tests.test_store_contract import make_record
 
 SECRET = b"bench-webhook-secret-not-real-01"
 
@@ -42,7 +42,7 @@ def pair_ms(store: CallStore, n: int) -> list[float]:
     times = []
     for i in range(n):
         call_id, now = f"pair-{i}", time.time()
-        store.create_call(make_record(call_id, created_at=now))
+        store.create_call(bench_call(call_id, now))
         store.claim_stream(call_id, "MZ" + "1" * 32, "bench", now)
         start = time.perf_counter()
         assert store.status_done(call_id, now) is False and store.media_done(call_id, now) is True
@@ -59,7 +59,7 @@ async def delivery_ms(store: CallStore, n: int) -> tuple[list[float], list[float
         hooked = CallActions(webhook_url=receiver.url("/events"))
         for i in range(n + 3):  # the first few warm the pools
             call_id = f"hook-{i}"
-            store.create_call(make_record(call_id, created_at=time.time()).with_changes(actions=hooked))
+            store.create_call(bench_call(call_id, time.time()).with_changes(actions=hooked))
             start = time.perf_counter()
             result = await delivery.attempt(deliver_job(call_id, time.time()))
             assert result.done and not result.gave_up
@@ -70,7 +70,7 @@ async def delivery_ms(store: CallStore, n: int) -> tuple[list[float], list[float
         task = asyncio.create_task(worker.run())
         for i in range(max(5, n // 10)):
             call_id = f"end-{i}"
-            store.create_call(make_record(call_id, created_at=time.time()).with_changes(actions=hooked))
+            store.create_call(bench_call(call_id, time.time()).with_changes(actions=hooked))
             before = receiver.deliveries()
             start = time.time()
             assert await end_of_call.status_done(call_id, time.time())  # no stream: this completes the pair

@@ -14,12 +14,13 @@ from call_state.store import open_store_or_exit
 def main() -> None:
     settings = startup_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    from media_node.node import MediaNode
+    from media_node.node import MediaNode, tune_gc
     from media_node.ws_server import serve_media_node
 
     store = open_store_or_exit(settings.call_store, time.time(), dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
                                region=settings.aws_region)  # fmt: skip
     node = MediaNode(settings, store)
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # not on PyPI for every platform: the stdlib loop works, a little slower

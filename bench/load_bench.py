@@ -39,7 +39,7 @@ MEASURE_S = 4.0
 REPEATS = 3  # runs per system and N, interleaved; the table gives the median CPU
 TARGET_P99_MS = 50.0
 MAX_CALLS = 800
-SIZES = [10, 25, 50, 100, 150, 200, 300, 400, 600, 800]
+SIZES = [10, 25, 50, 100, 150, 200, 300, 400, 500, 600, 800]
 QUICK_SIZES = [10, 50, 100, 200]
 
 

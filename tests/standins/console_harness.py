@@ -122,9 +122,8 @@ async def console_app(tmp_path: Path, gemini_url: str, twilio_url: str, **overri
     try:
         yield ConsoleApp(settings, store, node, f"http://127.0.0.1:{port}")
     finally:
-        server.should_exit = server.force_exit = True
-        await asyncio.wait_for(task, 10)
-        await node.writer.flush()
+        server.should_exit = True  # graceful: sockets close, the node's lifespan flushes its writes and heartbeat
+        await asyncio.wait_for(task, 15)
         store.close()
 
 

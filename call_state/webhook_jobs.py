@@ -10,8 +10,10 @@ A call's webhook is sent by *jobs* that wait in an outbox (the store's on the al
 
 `next_step()` decides what a due job does with the record as it is now; `after_attempt()` what an attempt's result
 means (done, retry in N s, or give up after `GIVE_UP_AFTER_S`). The record's `webhook` field is the delivery
-state users see in `GET /calls/{id}`: `{event_id, state: retrying | delivered | failed, attempts, last_attempt_at,
-last_status, last_error, next_attempt_at, delivered_at}` (empty until the first attempt).
+state users see in `GET /calls/{id}`: `{event_id, job: deliver | deadline, state: retrying | delivered | failed,
+attempts, last_attempt_at, last_status, last_error, next_attempt_at, delivered_at}` (empty until the first attempt).
+`job` is the job that made the last attempt: a deadline job keeps retrying its own attempts and leaves the rest to the
+deliver job, which takes over whatever state it finds.
 """
 
 from __future__ import annotations
@@ -105,8 +107,8 @@ def next_step(job: WebhookJob, record: CallRecord | None, now: float) -> Next:
     state = record.webhook.get("state")
     if state == State.DELIVERED:
         return Next(Step.DROP, "already delivered")
-    if job.kind is JobKind.DEADLINE and state:
-        return Next(Step.DROP, "the deliver job has it")
+    if job.kind is JobKind.DEADLINE and state and record.webhook.get("job") != JobKind.DEADLINE:
+        return Next(Step.DROP, "the deliver job has it")  # the net retries only what it started itself
     # A deliver job of a `failed` webhook is one moved back from the dead-letter queue: it gets one more attempt.
     wait_until = job.first_due_at + RECORDING_WAIT_S
     if record.actions.record and record.recording is None and not state and now < wait_until:
@@ -139,8 +141,8 @@ def after_attempt(
 ) -> Outcome:
     """The delivery state after one attempt, and when the next one is due."""
     attempts = int(previous.get("attempts", 0)) + 1 if previous.get("event_id") == job.event_id else 1
-    state: dict[str, Any] = {"event_id": job.event_id, "attempts": attempts, "last_attempt_at": now,
-                             "last_status": status, "last_error": error[:200]}  # fmt: skip
+    state: dict[str, Any] = {"event_id": job.event_id, "job": job.kind.value, "attempts": attempts,
+                             "last_attempt_at": now, "last_status": status, "last_error": error[:200]}  # fmt: skip
     if delivered:
         return Outcome({**state, "state": State.DELIVERED.value, "delivered_at": now}, None)
     if now - job.first_due_at >= GIVE_UP_AFTER_S:

@@ -166,6 +166,23 @@ async def test_a_media_node_that_never_reports_still_gets_the_webhook_out(
         assert w.receiver.deliveries() == 1
 
 
+async def test_the_safety_net_retries_its_own_failed_attempt(
+    twilio: TwilioRestStandIn, sqlite_store: CallStore
+) -> None:
+    async with world(twilio, sqlite_store) as w:
+        w.receiver.reply("/events", status=503)
+        call_id, call_sid = await w.streamed_call()
+        await w.twilio_says(call_id, call_sid, "completed")
+        advance(w.api, MEDIA_GRACE_S + 1)  # the node died mid-call: only the deadline job exists
+        assert await w.worker.run_once() == 1
+        state = await w.webhook_state(call_id)
+        assert state["state"] == "retrying" and state["job"] == "deadline"
+        w.receiver.reply("/events", status=204, body=b"")
+        advance(w.api, state["next_attempt_at"] - w.now())
+        assert await w.worker.run_once() == 1  # it does not drop itself as if a deliver job had the webhook
+        assert (await w.webhook_state(call_id))["state"] == "delivered" and w.receiver.deliveries() == 2
+
+
 async def test_given_up_after_a_day(twilio: TwilioRestStandIn, sqlite_store: CallStore) -> None:
     async with world(twilio, sqlite_store) as w:
         w.receiver.reply("/events", status=503)
